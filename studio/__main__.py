@@ -1,0 +1,101 @@
+"""Command line: ``python -m studio {serve,generate,models}``; ``--help`` on each command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from studio import latent, zoo
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit status 2."""
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    """Print one line per model: name, resolution, classes, licence."""
+    rows = [("name", "resolution", "classes", "licence", "title")]
+    for name in zoo.model_names():
+        cfg = zoo.model_config(name)
+        classes = ",".join(cfg.class_names) if cfg.class_names else "-"
+        rows.append((name, f"{cfg.resolution}x{cfg.resolution}", classes, cfg.license or "?", cfg.title))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Draw images for the given seeds into a grid and/or one PNG per seed."""
+    from studio import engine, media
+
+    if not args.out and not args.out_dir:
+        raise UsageError("say where to write: --out GRID.png and/or --out-dir DIR")
+    try:
+        seeds = latent.parse_seeds(args.seeds)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.model not in zoo.model_names():
+        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
+    config = zoo.model_config(args.model)
+    if args.class_name is not None and args.class_name not in config.class_names:
+        known = ", ".join(config.class_names) if config.class_names else "none (the model is unconditional)"
+        raise UsageError(f"unknown class {args.class_name!r} for {args.model}; classes: {known}")
+    model = zoo.load(args.model)
+    images = engine.generate(model, seeds, args.class_name, args.truncation)
+    if args.out:
+        media.save_png(Path(args.out), media.grid(images, cols=args.cols))
+        print(f"wrote {args.out} ({len(seeds)} images)")
+    if args.out_dir:
+        out_dir = Path(args.out_dir)
+        for seed, image in zip(seeds, images):
+            media.save_png(out_dir / f"seed{seed:04d}.png", image)
+        print(f"wrote {len(seeds)} images to {out_dir}/")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Launch the browser studio."""
+    from studio.ui import launch
+
+    launch(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per verb."""
+    parser = argparse.ArgumentParser(prog="python -m studio", description="GAN Studio command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="launch the browser studio", description="Launch the browser studio.")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("generate", help="draw images from seeds", description="Draw one image per seed.")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--seeds", default="0-7", help="seeds such as 0-7, 1,5,9 or 0-3,10 (default 0-7)")
+    p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
+    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
+    p.add_argument("--out", help="write all images as one grid PNG here")
+    p.add_argument("--out-dir", help="write one PNG per seed (seed0005.png) into this folder")
+    p.add_argument("--cols", type=int, default=None, help="grid columns (default: square-ish)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input prints one line on stderr and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UsageError, zoo.ModelUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

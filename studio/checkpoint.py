@@ -1,0 +1,148 @@
+"""The model folder: ``config.json`` + ``model.safetensors``, the one format used everywhere.
+
+Only safetensors is ever written or read here, so opening a model folder never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from studio import models
+from studio.storage import atomic_write, atomic_write_bytes
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelFolderError(ValueError):
+    """A model folder is missing, unreadable or does not match its config."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything ``config.json`` records about a model.
+
+    Attributes:
+        architecture: Key into ``studio.models.ARCHITECTURES``.
+        arch: Keyword arguments of the architecture's config dataclass.
+        class_names: One name per class of a conditional model, in class-vector order.
+        title: Human-readable name.
+        description: What the model draws and what it was trained on.
+        license: SPDX-style licence id of the weights.
+        author: Who trained the weights.
+        source: Where the weights came from.
+    """
+
+    architecture: str
+    arch: dict[str, Any]
+    class_names: tuple[str, ...] = ()
+    title: str = ""
+    description: str = ""
+    license: str = ""
+    author: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        num_classes = self.arch.get("num_classes", 0)
+        if self.class_names and len(self.class_names) != num_classes:
+            raise ModelFolderError(f"config lists {len(self.class_names)} class names for {num_classes} classes")
+
+    @property
+    def resolution(self) -> int:
+        """Output side in pixels."""
+        return int(self.arch["resolution"])
+
+    @property
+    def z_dim(self) -> int:
+        """Latent size."""
+        return int(self.arch["z_dim"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes; 0 for an unconditional model."""
+        return int(self.arch.get("num_classes", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document; ``resolution`` and ``z_dim`` are repeated at the top for other readers."""
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return {"resolution": self.resolution, "z_dim": self.z_dim, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild from ``to_dict`` output, ignoring the derived top-level keys."""
+        d = {k: v for k, v in d.items() if k not in ("resolution", "z_dim")}
+        return cls(**d)
+
+
+def build_generator(config: ModelConfig) -> nn.Module:
+    """An untrained generator for ``config``."""
+    return models.build_generator(config.architecture, config.arch)
+
+
+def save_model(folder: Path, config: ModelConfig, generator: nn.Module) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``, each atomically."""
+    folder = Path(folder)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    text = json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(folder / CONFIG_FILE, text.encode())
+
+
+def load_config(folder: Path) -> ModelConfig:
+    """Read a model folder's ``config.json``."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{folder} is not a model folder: it has no {CONFIG_FILE}") from None
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+        raise ModelFolderError(f"{path} is not a valid model config: {e}") from None
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[ModelConfig, nn.Module]:
+    """Load a model folder's config and generator (in eval mode) onto ``device``.
+
+    Raises:
+        ModelFolderError: The folder lacks a file, or a tensor is missing, unexpected or mis-shaped;
+            the message names the tensor.
+    """
+    folder = Path(folder)
+    config = load_config(folder)
+    try:
+        generator = build_generator(config)
+    except (ValueError, TypeError) as e:
+        raise ModelFolderError(f"{folder / CONFIG_FILE} describes no buildable model: {e}") from None
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelFolderError(f"{folder} has no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ModelFolderError(f"{weights} is not a readable safetensors file: {e}") from None
+    check_state_dict(generator, state, where=str(weights))
+    generator.load_state_dict(state)
+    return config, generator.to(device).eval()
+
+
+def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise ModelFolderError naming the first tensor of ``state`` that does not fit ``module``."""
+    expected = module.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise ModelFolderError(f"{where} is missing tensor {name!r} (shape {tuple(tensor.shape)})")
+        if state[name].shape != tensor.shape:
+            raise ModelFolderError(
+                f"{where}: tensor {name!r} has shape {tuple(state[name].shape)}, expected {tuple(tensor.shape)}"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ModelFolderError(f"{where} has unexpected tensor {unexpected[0]!r}")

@@ -1,0 +1,58 @@
+"""Conversions between generator tensors, uint8 arrays and PIL images; grids and PNG files."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from studio.storage import atomic_write_bytes
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Generator output ``[N, C, H, W]`` in [-1, 1] -> ``[N, H, W, C]`` uint8.
+
+    ``uint8 = clamp(round((x + 1) * 127.5), 0, 255)``, computed in float32 on whatever device holds
+    ``x`` so only the small uint8 array crosses to the CPU.
+    """
+    x = ((x.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """One ``[H, W, C]`` uint8 array as a PIL RGB image."""
+    return Image.fromarray(np.ascontiguousarray(image), "RGB")
+
+
+def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile ``[N, H, W, C]`` images into one ``[rows*H, cols*W, C]`` array with ``pad`` white pixels between."""
+    n, h, w, c = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        out[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = img
+    return out
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode one ``[H, W, C]`` uint8 array as PNG."""
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """Write one ``[H, W, C]`` uint8 array as a PNG file, atomically."""
+    atomic_write_bytes(Path(path), png_bytes(image))
+
+
+def upscale_nearest(image: np.ndarray, size: int) -> np.ndarray:
+    """Enlarge ``[H, W, C]`` by an integer factor with nearest-neighbour, so pixels stay crisp on screen."""
+    factor = max(1, size // image.shape[0])
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
