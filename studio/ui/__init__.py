@@ -1,0 +1,68 @@
+"""The browser studio: Gradio Blocks, one module per tab; callbacks convert and delegate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# An offline studio must not phone home; gradio reads this when it is imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from studio.ui.explore import build_explore_tab  # noqa: E402
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+CSS_PATH = ASSETS / "studio.css"
+
+# System fonts only: the studio must render offline, and a web font would be fetched from the internet.
+THEME = gr.themes.Soft(
+    primary_hue="amber",
+    secondary_hue="indigo",
+    neutral_hue="stone",
+    font=["Inter", "ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+)
+
+# Artwork reads best on a dark surround, so the studio opens in Gradio's dark mode.
+DARK_MODE_JS = "() => { document.body.classList.add('dark'); }"
+
+HEADER = """
+<div id="studio-header">
+  <div class="brand">GAN Studio</div>
+  <div class="tagline">Explore pretrained GANs: seeds, classes, truncation. Every image comes from a real model, on this machine.</div>
+</div>
+"""
+
+
+def build_studio(engine: Engine) -> gr.Blocks:
+    """Build the studio's Blocks (not launched); all generation goes through ``engine``."""
+    with gr.Blocks(title="GAN Studio") as demo:
+        gr.HTML(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore-tab"):
+                build_explore_tab(demo, engine)
+    # Generation events may run concurrently (the default limit is 1 per event): the engine only
+    # batches requests that reach it together, so serialising events here would undo its batching.
+    demo.queue(default_concurrency_limit=16, max_size=256)
+    return demo
+
+
+def launch(host: str | None = None, port: int | None = None, **kwargs) -> gr.Blocks:
+    """Build the studio on a fresh engine and serve it (blocking unless ``prevent_thread_lock=True``)."""
+    from studio.engine import Engine
+
+    demo = build_studio(Engine())
+    demo.launch(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        theme=THEME,
+        css_paths=[CSS_PATH],
+        js=DARK_MODE_JS,
+        **kwargs,
+    )
+    return demo

@@ -1,0 +1,88 @@
+"""The command line, run as a user runs it: python -m studio ... in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studio.latent import seed_latents
+from studio.media import to_uint8
+from tests.conftest import package_reference_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def studio(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STUDIO_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_generate_writes_one_faithful_png_per_seed(eyes_home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eyes"
+    result = studio("generate", "--model", "omniart-eyes", "--seeds", "0-7", "--class", "blue", "--out-dir",
+                    str(out), home=eyes_home)
+    assert result.returncode == 0, result.stderr
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"seed{s:04d}.png" for s in range(8)]
+    images = np.stack([np.asarray(Image.open(f)) for f in files])
+    assert images.shape == (8, 128, 128, 3)
+    assert len({img.tobytes() for img in images}) == 8
+
+    onehot = torch.zeros(8, 8)
+    onehot[:, 1] = 1  # blue
+    with torch.no_grad():
+        expected = to_uint8(package_reference_generator()(torch.cat([seed_latents(range(8), 100), onehot], 1)[:, :, None, None]))
+    assert np.abs(images.astype(int) - expected).max() <= 2
+
+
+def test_generate_grid_and_folder_together(tiny_home: Path, tmp_path: Path) -> None:
+    result = studio("generate", "--model", "tiny", "--seeds", "1,5,9,3-4", "--class", "fox", "--truncation", "0.7",
+                    "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "d"), "--cols", "5",
+                    home=tiny_home)
+    assert result.returncode == 0, result.stderr
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (32, 5 * 32 + 4 * 2, 3)  # one row of five 32px tiles with 2px gaps
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert names == ["seed0001.png", "seed0003.png", "seed0004.png", "seed0005.png", "seed0009.png"]
+    tile0 = grid[:, :32]
+    assert np.array_equal(tile0, np.asarray(Image.open(tmp_path / "d" / "seed0001.png")))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--seeds", "9-3"], "end is below the start"),
+        (["--seeds", "x"], "bad seed"),
+        (["--class", "purple"], "unknown class 'purple'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tiny_home: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = studio("generate", "--model", "tiny", *args, "--out", str(tmp_path / "x.png"), home=tiny_home)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_models_lists_resolution_classes_and_licence(tiny_home: Path) -> None:
+    result = studio("models", home=tiny_home)
+    assert result.returncode == 0
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {"omniart-eyes", "tiny"}
+    assert "128x128" in rows["omniart-eyes"] and "hazel" in rows["omniart-eyes"] and "mit" in rows["omniart-eyes"]
+    assert "32x32" in rows["tiny"] and "cat,dog,fox" in rows["tiny"]
+
+
+@pytest.mark.parametrize("command", [[], ["generate"], ["models"], ["serve"]])
+def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
+    result = studio(*command, "--help", home=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python -m studio")

@@ -1,0 +1,66 @@
+"""DCGAN networks: shapes, conditioning, configuration checks."""
+
+import pytest
+import torch
+
+from studio.models import build_discriminator, build_generator
+from studio.models.dcgan import RESOLUTIONS, DCGANConfig, Discriminator, Generator
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+@pytest.mark.parametrize("num_classes", [0, 4])
+def test_shapes_at_every_resolution(resolution: int, num_classes: int) -> None:
+    config = DCGANConfig(resolution=resolution, z_dim=12, base_width=4, num_classes=num_classes)
+    g, d = Generator(config).eval(), Discriminator(config).eval()
+    c = torch.eye(4)[:3] if num_classes else None
+    with torch.no_grad():
+        x = g(torch.randn(3, 12), c)
+        assert x.shape == (3, 3, resolution, resolution)
+        assert x.min() >= -1 and x.max() <= 1  # tanh output
+        assert d(x, c).shape == (3,)
+
+
+def test_first_block_is_widest_and_reads_z_and_class() -> None:
+    g = Generator(DCGANConfig(resolution=128, z_dim=100, base_width=64, num_classes=8, dropout=0.2))
+    conv = g.blocks[0][0]
+    assert tuple(conv.weight.shape) == (108, 1024, 4, 4)
+    assert any(isinstance(m, torch.nn.Dropout) for m in g.blocks[0])
+    assert not any(isinstance(m, torch.nn.Dropout) for m in g.blocks[1])
+    assert all(m.bias is None for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d))
+
+
+def test_class_vector_changes_both_networks() -> None:
+    torch.manual_seed(0)
+    config = DCGANConfig(resolution=32, z_dim=8, base_width=4, num_classes=2)
+    g, d = Generator(config).eval(), Discriminator(config).eval()
+    z = torch.randn(1, 8)
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    with torch.no_grad():
+        assert not torch.allclose(g(z, a), g(z, b))
+        x = g(z, a)
+        assert not torch.allclose(d(x, a), d(x, b))
+        # Projection is linear in the class vector, so a 50/50 blend scores halfway.
+        half = torch.tensor([[0.5, 0.5]])
+        assert torch.allclose(d(x, half), (d(x, a) + d(x, b)) / 2, atol=1e-5)
+
+
+def test_conditional_networks_require_a_class_vector() -> None:
+    config = DCGANConfig(resolution=32, z_dim=8, base_width=4, num_classes=2)
+    with pytest.raises(ValueError, match="class-conditional"):
+        Generator(config)(torch.randn(1, 8))
+    with pytest.raises(ValueError, match="class-conditional"):
+        Discriminator(config)(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("bad", [{"resolution": 48}, {"dropout": 1.0}, {"z_dim": 0}])
+def test_invalid_configs_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        DCGANConfig(**bad)
+
+
+def test_registry_builds_by_name_and_refuses_unknown() -> None:
+    kwargs = {"resolution": 32, "z_dim": 8, "base_width": 4}
+    assert isinstance(build_generator("dcgan", kwargs), Generator)
+    assert isinstance(build_discriminator("dcgan", kwargs), Discriminator)
+    with pytest.raises(ValueError, match="unknown architecture 'stylegan9'"):
+        build_generator("stylegan9", kwargs)
