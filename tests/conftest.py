@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +109,39 @@ def eyes(converted_home: Path) -> zoo.LoadedModel:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_HOME", str(converted_home))
         return zoo.load(zoo.DEFAULT_MODEL)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def studio_url(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real studio, started as a user starts it (``python app.py``), on a free loopback port."""
+    port = free_port()
+    env = {**os.environ, "STUDIO_HOME": str(converted_home), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port)}
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the studio did not start:\n{log.read_text()}")
+            time.sleep(0.25)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -1,0 +1,76 @@
+"""The studio in a real Chromium (Debian's package) driven by Playwright, as an artist uses it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, sync_playwright
+
+from studio import engine, zoo
+from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+MAIN_IMG = "#main-image img"
+
+
+@pytest.fixture
+def page(studio_url: str) -> Iterator[Page]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(studio_url)
+        page.wait_for_selector(MAIN_IMG, timeout=90_000)
+        yield page
+        browser.close()
+
+
+def shown_pixels(page: Page) -> np.ndarray:
+    """The pixels of the image the page shows now, fetched from its own src."""
+    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
+def wait_for_new_image(page: Page, old_src: str) -> None:
+    page.wait_for_function(f"old => document.querySelector('{MAIN_IMG}')?.getAttribute('src') !== old",
+                           arg=old_src, timeout=60_000)
+
+
+def current_src(page: Page) -> str:
+    return page.get_attribute(MAIN_IMG, "src")
+
+
+def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes: zoo.LoadedModel) -> None:
+    expected = engine.generate(eyes, [DEFAULT_SEED], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+    assert np.array_equal(shown_pixels(page), expected)
+    box = page.locator(MAIN_IMG).bounding_box()
+    assert box["width"] >= 3 * 128  # shown well above its 128 px
+    assert page.eval_on_selector(MAIN_IMG, "img => getComputedStyle(img).imageRendering") == "pixelated"
+    assert "128×128" in page.inner_text("body") and "MIT" in page.inner_text("body")
+
+
+def test_changing_the_seed_changes_the_image(page: Page, eyes: zoo.LoadedModel) -> None:
+    before, old_src = shown_pixels(page), current_src(page)
+    page.fill("#seed input", "123")
+    page.press("#seed input", "Enter")
+    wait_for_new_image(page, old_src)
+    after = shown_pixels(page)
+    assert np.abs(after.astype(int) - before).mean() > 10  # a different picture, not a re-encode
+    expected = engine.generate(eyes, [123], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+    assert np.array_equal(after, expected)
+
+
+def test_clicking_a_variation_makes_it_current(page: Page, eyes: zoo.LoadedModel) -> None:
+    old_src = current_src(page)
+    page.locator("#variations .thumbnail-item").nth(2).click()
+    wait_for_new_image(page, old_src)
+    assert page.input_value("#seed input") == str(DEFAULT_SEED + 3)
+    expected = engine.generate(eyes, [DEFAULT_SEED + 3], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+    assert np.array_equal(shown_pixels(page), expected)
