@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -82,3 +83,97 @@ def parse_seeds(text: str, limit: int = 10_000) -> list[int]:
     if not seeds:
         raise ValueError("no seeds given: write seeds like 0-7, 1,5,9 or 0-3,10")
     return seeds
+
+
+def sefa_directions(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Closed-form factorization (SeFa, Shen & Zhou 2021): the top-``k`` semantic directions in z.
+
+    Args:
+        weight: The first layer's weight restricted to the rows that read z, as ``[z_dim, out]``
+            (for a transposed convolution: ``weight[:z_dim].flatten(1)``).
+        k: How many directions.
+
+    Returns:
+        ``[k, z_dim]`` orthonormal rows: the eigenvectors of ``A A^T`` with the largest eigenvalues,
+        i.e. the unit latents the first layer's output moves most along.
+    """
+    a = weight.detach().double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(a @ a.T)  # ascending order
+    top = eigenvectors[:, eigenvalues.argsort(descending=True)[:k]].T
+    return _canonical_sign(top).float()
+
+
+def pca_directions(latents: torch.Tensor, features: torch.Tensor, k: int) -> torch.Tensor:
+    """GANSpace (Härkönen et al. 2020): principal directions of early features, mapped back to z.
+
+    Args:
+        latents: The sampled latents ``[N, z_dim]``.
+        features: The early layer's activations for them, flattened ``[N, D]``.
+        k: How many directions.
+
+    Returns:
+        ``[k, z_dim]`` orthonormal rows, in order of explained feature variance. Each principal
+        component's coordinates are regressed linearly onto z (as GANSpace does for BigGAN), then the
+        set is orthonormalised so slider values stay independent and in units of the prior's std.
+    """
+    x = features.float() - features.float().mean(0)
+    # PCA through the [N, N] Gram matrix: early layers are wide (D >> N), and x x^T = U S^2 U^T
+    # gives the principal coordinates U S directly, far cheaper than an SVD of x itself.
+    eigenvalues, u_vecs = torch.linalg.eigh((x @ x.T).double())  # ascending
+    top = eigenvalues.argsort(descending=True)[:k]
+    coords = u_vecs[:, top] * eigenvalues[top].clamp_min(0).sqrt()  # [N, k]
+    u = torch.linalg.lstsq(coords, latents.double()).solution  # [k, z_dim]: coords @ u ~= z
+    q, _ = torch.linalg.qr(u.T)  # Gram-Schmidt in order keeps the leading direction leading
+    return _canonical_sign(q.T).float()
+
+
+def _canonical_sign(directions: torch.Tensor) -> torch.Tensor:
+    # Eigen and singular vectors have no inherent sign; fix one (largest entry positive) so a
+    # slider pushes the same way on every machine and every run.
+    idx = directions.abs().argmax(dim=1, keepdim=True)
+    return directions * directions.gather(1, idx).sign()
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Linear interpolation between ``a`` (t = 0) and ``b`` (t = 1)."""
+    return a + (b - a) * t
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of the last dimension: keeps a Gaussian latent's norm typical mid-way.
+
+    Falls back to lerp when the vectors are (nearly) parallel, where the arc is undefined.
+    """
+    a64, b64 = a.double(), b.double()
+    cos = (a64 * b64).sum(-1, keepdim=True) / (a64.norm(dim=-1, keepdim=True) * b64.norm(dim=-1, keepdim=True))
+    omega = torch.arccos(cos.clamp(-1, 1))
+    so = torch.sin(omega)
+    if so.abs().min() < 1e-6:
+        return lerp(a, b, t)
+    out = (torch.sin((1 - t) * omega) / so) * a64 + (torch.sin(t * omega) / so) * b64
+    return out.to(a.dtype)
+
+
+EASINGS = {
+    "linear": lambda t: t,
+    "ease-in-out": lambda t: 0.5 - 0.5 * math.cos(math.pi * t),
+}
+
+
+def path_times(keyframes: int, frames_per_segment: int, loop: bool, easing: str = "linear") -> list[tuple[int, float]]:
+    """The (segment start keyframe, eased t) of every frame of a path through ``keyframes``.
+
+    A segment's frames run from its start keyframe (t = 0) up to, not including, its end keyframe,
+    so a path has ``frames_per_segment * segments`` frames; ``loop`` adds the segment from the last
+    keyframe back to the first.
+    """
+    if keyframes < 2:
+        raise ValueError("a path needs at least 2 keyframes")
+    if frames_per_segment < 1:
+        raise ValueError("frames per segment must be at least 1")
+    if easing not in EASINGS:
+        raise ValueError(f"unknown easing {easing!r}; choose one of {', '.join(EASINGS)}")
+    segments = keyframes if loop else keyframes - 1
+    ease = EASINGS[easing]
+    return [(s, ease(f / frames_per_segment)) for s in range(segments) for f in range(frames_per_segment)]
+

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from studio.storage import atomic_write_bytes
+from studio.storage import atomic_write, atomic_write_bytes
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -56,3 +56,46 @@ def upscale_nearest(image: np.ndarray, size: int) -> np.ndarray:
     """Enlarge ``[H, W, C]`` by an integer factor with nearest-neighbour, so pixels stay crisp on screen."""
     factor = max(1, size // image.shape[0])
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def write_gif(path: Path, frames: np.ndarray, fps: float, size: int | None = None) -> None:
+    """Write ``[T, H, W, 3]`` uint8 frames as a looping animated GIF, atomically.
+
+    Each frame gets its own adaptive palette; ``size`` enlarges with nearest-neighbour.
+    """
+    images = [to_pil(upscale_nearest(f, size) if size else f) for f in frames]
+    duration_ms = round(1000 / fps)
+
+    def write(tmp: Path) -> None:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms,
+                       loop=0, disposal=1, optimize=False)
+
+    atomic_write(Path(path), write)
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float, size: int | None = None, quality: int = 20) -> None:
+    """Write ``[T, H, W, 3]`` uint8 frames as an H.264 MP4 (yuv420p, plays everywhere), atomically.
+
+    Uses the ffmpeg binary that the imageio-ffmpeg wheel ships, so no system ffmpeg is needed.
+    ``quality`` is x264's CRF (lower is better; 18-23 is visually lossless to good).
+    """
+    import imageio_ffmpeg  # imported here: only exports need it
+
+    frames = np.stack([upscale_nearest(f, size) if size else f for f in frames])
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:  # yuv420p needs even sides
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = frames.shape[1:3]
+
+    def write(tmp: Path) -> None:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+            output_params=["-crf", str(quality), "-movflags", "+faststart", "-f", "mp4"],
+            ffmpeg_log_level="error",
+        )
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+    atomic_write(Path(path), write)

@@ -7,16 +7,27 @@ model, built-in or fine-tuned, is just a folder there.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from studio.checkpoint import ModelConfig, ModelFolderError, build_generator, check_state_dict, load_config, load_model, save_model
+from studio.checkpoint import (
+    WEIGHTS_FILE,
+    ModelConfig,
+    ModelFolderError,
+    build_generator,
+    check_state_dict,
+    load_config,
+    load_model,
+    save_model,
+)
 from studio.storage import atomic_dir, models_dir
 
 DEFAULT_MODEL = "omniart-eyes"
@@ -47,6 +58,12 @@ class LoadedModel:
     config: ModelConfig
     generator: nn.Module
     folder: Path
+
+    @cached_property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the weights file: names these exact weights in recipes and caches."""
+        with open(self.folder / WEIGHTS_FILE, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sequential_dcgan_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -162,7 +179,7 @@ def model_folder(name: str) -> Path:
     if not name or "/" in name or name.startswith("."):
         raise _unknown(name)
     folder = models_dir() / name
-    if (folder / "model.safetensors").is_file():
+    if (folder / WEIGHTS_FILE).is_file():
         return folder
     if name not in BUILTIN:
         raise _unknown(name)

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from studio.latent import class_vector, parse_seeds, seed_latents, truncate
+from studio.latent import (
+    class_vector,
+    lerp,
+    parse_seeds,
+    path_times,
+    pca_directions,
+    seed_latents,
+    sefa_directions,
+    slerp,
+    truncate,
+)
 
 
 def test_seed_means_numpy_randomstate_randn() -> None:
@@ -57,3 +67,51 @@ def test_class_vector_one_hot_blend_and_errors() -> None:
         class_vector({"a": 0}, names)
     with pytest.raises(ValueError, match="negative"):
         class_vector({"a": -1, "b": 2}, names)
+
+
+def test_sefa_directions_are_orthonormal_and_ordered_by_gain() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(12, 40)
+    d = sefa_directions(weight, 5)
+    assert d.shape == (5, 12)
+    assert torch.allclose(d @ d.T, torch.eye(5), atol=1e-5)
+    gains = (d @ weight).norm(dim=1)  # how far the first layer's output moves per unit step
+    assert torch.all(gains[:-1] >= gains[1:] - 1e-5)
+    # No unit vector moves the layer further than the first direction does.
+    assert (torch.nn.functional.normalize(torch.randn(200, 12), dim=1) @ weight).norm(dim=1).max() <= gains[0] + 1e-4
+
+
+def test_pca_directions_recover_the_dominant_latent_axis() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(500, 6)
+    mix = torch.randn(6, 30) * 0.05
+    mix[2] *= 60  # features vary mostly along latent axis 2, then axis 4
+    mix[4] *= 20
+    d = pca_directions(z, z @ mix, 3)
+    assert torch.allclose(d @ d.T, torch.eye(3), atol=1e-5)
+    assert d[0].abs().argmax() == 2 and d[0].abs().max() > 0.95
+    assert d[1].abs().argmax() == 4
+
+
+def test_slerp_and_lerp_endpoints_and_norm() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(64), torch.randn(64)
+    for f in (lerp, slerp):
+        assert torch.allclose(f(a, b, 0.0), a, atol=1e-6) and torch.allclose(f(a, b, 1.0), b, atol=1e-5)
+    # Mid-way, lerp shrinks a Gaussian latent towards the mean; slerp keeps its norm between the ends.
+    lo, hi = sorted([a.norm().item(), b.norm().item()])
+    assert lo - 1e-4 <= slerp(a, b, 0.5).norm() <= hi + 1e-4
+    assert lerp(a, b, 0.5).norm() < lo
+    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a, atol=1e-5)  # parallel: falls back to lerp
+
+
+def test_path_times_counts_and_easing() -> None:
+    times = path_times(3, 4, loop=False)
+    assert len(times) == 8 and times[0] == (0, 0.0) and times[4] == (1, 0.0)
+    assert [t for _, t in times[:4]] == [0.0, 0.25, 0.5, 0.75]  # the end keyframe is excluded
+    looped = path_times(3, 4, loop=True)
+    assert len(looped) == 12 and looped[-1][0] == 2  # last segment returns to the first keyframe
+    eased = [t for _, t in path_times(2, 4, loop=False, easing="ease-in-out")]
+    assert eased[0] == 0.0 and eased[1] < 0.25 and abs(eased[2] - 0.5) < 1e-9
+    with pytest.raises(ValueError, match="at least 2 keyframes"):
+        path_times(1, 4, loop=False)
