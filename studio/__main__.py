@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from studio import latent, zoo
+from studio.bench import add_parser as add_bench_parser
 
 
 class UsageError(Exception):
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
     p.set_defaults(func=cmd_models)
+
+    add_bench_parser(sub)
     return parser
 
 

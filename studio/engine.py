@@ -1,16 +1,50 @@
-"""Image generation: the one path from a request (seeds, classes, truncation) to uint8 pixels."""
+"""Image generation: the one path from a request (seeds, classes, truncation) to uint8 pixels.
+
+``Engine`` is the batched inference engine that every caller shares: callers submit requests, one
+worker thread per engine gathers the queued requests for one model into a single forward pass and
+hands each caller its own images. The module-level functions are the single-batch path it runs on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from studio import latent
+from studio import latent, zoo
 from studio.media import to_uint8
 from studio.zoo import LoadedModel
+
+BUSY_MESSAGE = "The studio is busy, try again in a moment."
+DEFAULT_MEMORY_BUDGET_MB = 2048.0
+LATENCY_WINDOW = 512  # requests behind the p50/p95 figures of stats()
+
+Loader = Callable[[str, torch.device], LoadedModel]
+
+
+class EngineBusy(RuntimeError):
+    """The request queue is full; the message is fit to show a user as is."""
+
+
+class EngineTimeout(TimeoutError):
+    """A request got no images within its time limit."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed before (or while) the request could run."""
+
+
+class GenerationError(RuntimeError):
+    """A forward pass failed; every request of that batch gets this error."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +79,378 @@ def request_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, 
     return z, vec.expand(len(z), -1)
 
 
+def _precision(device: torch.device) -> contextlib.AbstractContextManager:
+    # Half precision only where the hardware has it: on this kind of CPU bf16 is emulated and
+    # about 70x slower than fp32.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 @torch.inference_mode()
 def run_generator(model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
-    """One forward pass: latents (and class vectors) -> ``[N, H, W, 3]`` uint8 images."""
+    """One forward pass: latents (and class vectors) -> ``[N, H, W, 3]`` uint8 images.
+
+    On CUDA the pass runs under fp16 autocast; elsewhere in fp32.
+    """
     device = next(model.generator.parameters()).device
     c = None if c is None else c.to(device)
-    return to_uint8(model.generator(z.to(device), c))
+    with _precision(device):
+        return to_uint8(model.generator(z.to(device), c))
 
 
 def generate(model: LoadedModel, seeds: Sequence[int], classes: str | Mapping[str, float] | None = None,
              truncation: float = 1.0) -> np.ndarray:
-    """Draw one image per seed: ``[N, H, W, 3]`` uint8."""
+    """Draw one image per seed in one forward pass, without the engine: ``[N, H, W, 3]`` uint8."""
     z, c = request_inputs(model, Request(model.name, tuple(seeds), classes, truncation))
     return run_generator(model, z, c)
+
+
+def prepare(model: LoadedModel) -> LoadedModel:
+    """Put ``model``'s generator (in place) into the layout the engine runs it in, and return the model.
+
+    channels_last makes the transposed convolutions faster on the CPU (84 vs 66 img/s at batch 32)
+    as on CUDA. Its pixels are batch-invariant on the CPU like the default layout's, but may differ
+    from the default layout's by one level in a few pixels: compare engine output with
+    ``generate(prepare(model), ...)``.
+    """
+    model.generator.to(memory_format=torch.channels_last)
+    return model
+
+
+def default_device() -> torch.device:
+    """``$STUDIO_DEVICE`` if set, else CUDA when available, else the CPU."""
+    name = os.environ.get("STUDIO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def model_bytes(model: LoadedModel) -> int:
+    """Memory held by the generator's parameters and buffers."""
+    tensors = [*model.generator.parameters(), *model.generator.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class ModelCache:
+    """Loaded models on one device, least recently used first out when over a memory budget.
+
+    Thread-safe: concurrent first requests for one model load it once (a lock per name), while
+    other models load or get served meanwhile.
+    """
+
+    def __init__(self, loader: Loader, device: torch.device, budget_bytes: int) -> None:
+        self._loader = loader
+        self._device = device
+        self._budget = budget_bytes
+        self._models: OrderedDict[str, tuple[LoadedModel, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+
+    def names(self) -> list[str]:
+        """The cached models, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def get(self, name: str) -> LoadedModel:
+        """Model ``name`` on this cache's device, loading it if needed.
+
+        Raises:
+            zoo.ModelUnavailable: From the loader, unchanged.
+        """
+        with self._lock:
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name][0]
+            name_lock = self._name_locks.setdefault(name, threading.Lock())
+        with name_lock:
+            with self._lock:
+                if name in self._models:  # loaded by the thread we waited for
+                    self._models.move_to_end(name)
+                    return self._models[name][0]
+            model = prepare(self._loader(name, self._device))
+            with self._lock:
+                self._models[name] = (model, model_bytes(model))
+                self._evict()
+            return model
+
+    def _evict(self) -> None:
+        # The newest model always stays, even alone over budget: it is about to run.
+        while len(self._models) > 1 and sum(size for _, size in self._models.values()) > self._budget:
+            self._models.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A submitted request, its future and its time limit."""
+
+    request: Request
+    future: Future
+    submitted: float
+    deadline: float
+    inputs: tuple[torch.Tensor, torch.Tensor | None] | None = field(default=None)
+
+
+def _resolve(pending: _Pending, result: np.ndarray | None = None, error: BaseException | None = None) -> None:
+    # A caller may have cancelled the future (generate's own timeout); its outcome is then moot.
+    with contextlib.suppress(Exception):
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(result)
+
+
+def _generation_error(name: str, cause: Exception) -> GenerationError:
+    error = GenerationError(f"Generation failed for model {name}: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+class Engine:
+    """The batched inference engine: one request queue and one worker thread on one device.
+
+    The worker takes the next model round-robin, gathers its queued requests up to ``max_batch``
+    images (waiting at most ``max_wait_ms`` after the oldest arrived for more), runs them as one
+    forward pass and hands each caller its own images. A request alone in the queue runs at once.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None: see ``default_device``.
+        max_batch: Most images per forward pass (a larger request runs in chunks of this size).
+        max_wait_ms: Longest wait for more requests to join a batch.
+        max_queue: Most requests waiting; beyond it ``submit`` raises ``EngineBusy``.
+        timeout_s: A request not done this long after submission fails with ``EngineTimeout``;
+            one still queued by then is dropped, not run.
+        memory_budget_mb: Parameter and buffer memory of the models kept loaded; None means
+            ``DEFAULT_MEMORY_BUDGET_MB``.
+        loader: ``loader(name, device) -> LoadedModel``.
+    """
+
+    def __init__(self, device: str | None = None, max_batch: int = 64, max_wait_ms: float = 2.0,
+                 max_queue: int = 256, timeout_s: float = 60.0, memory_budget_mb: float | None = None,
+                 loader: Loader = zoo.load) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or timeout_s <= 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0 and timeout_s > 0")
+        self.device = torch.device(device) if device else default_device()
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        budget_mb = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else memory_budget_mb
+        self.cache = ModelCache(loader, self.device, int(budget_mb * 2**20))
+        self._cond = threading.Condition()
+        self._queues: OrderedDict[str, deque[_Pending]] = OrderedDict()  # round-robin order of models
+        self._depth = 0
+        self._closed = False
+        self._last_batch_requests = 0
+        self._batches = 0
+        self._images = 0
+        self._requests = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._worker = threading.Thread(target=self._serve, name=f"studio-engine-{self.device}", daemon=True)
+        self._worker.start()
+
+    # -- callers' side -------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Future:
+        """Queue ``request``; the future resolves to its ``[N, H, W, 3]`` uint8 images.
+
+        Raises:
+            EngineBusy: The queue is full.
+            EngineClosed: The engine is closed.
+        """
+        now = time.monotonic()
+        pending = _Pending(request, Future(), now, now + self.timeout_s)
+        with self._cond:
+            if self._closed:
+                raise EngineClosed("The engine is shut down.")
+            if self._depth >= self.max_queue:
+                raise EngineBusy(BUSY_MESSAGE)
+            self._queues.setdefault(request.model, deque()).append(pending)
+            self._depth += 1
+            self._cond.notify()
+        return pending.future
+
+    def generate(self, request: Request, timeout: float | None = None) -> np.ndarray:
+        """Draw ``request``'s images, blocking: ``[N, H, W, 3]`` uint8.
+
+        Args:
+            request: What to draw.
+            timeout: Seconds to wait; None waits the engine's ``timeout_s``.
+
+        Raises:
+            EngineBusy, EngineTimeout, GenerationError, zoo.ModelUnavailable, ValueError (a bad request).
+        """
+        future = self.submit(request)
+        limit = self.timeout_s if timeout is None else timeout
+        try:
+            return future.result(timeout=limit)
+        except EngineTimeout:
+            raise
+        except TimeoutError:
+            future.cancel()  # if still queued, it is dropped
+            raise self._timeout_error(limit) from None
+
+    async def agenerate(self, request: Request) -> np.ndarray:
+        """``generate`` for asyncio code: awaits the images without blocking the event loop.
+
+        A request still queued ``timeout_s`` after submission fails with ``EngineTimeout``.
+        """
+        return await asyncio.wrap_future(self.submit(request))
+
+    def stats(self) -> dict[str, float | int | str]:
+        """Counters since start and latency percentiles (ms) over the last ``LATENCY_WINDOW`` requests."""
+        with self._cond:
+            latencies = np.array(self._latencies) * 1000 if self._latencies else np.zeros(1)
+            return {
+                "device": str(self.device),
+                "batches": self._batches,
+                "requests": self._requests,
+                "images": self._images,
+                "mean_batch": self._images / self._batches if self._batches else 0.0,
+                "queue_depth": self._depth,
+                "p50_ms": float(np.percentile(latencies, 50)),
+                "p95_ms": float(np.percentile(latencies, 95)),
+            }
+
+    def close(self) -> None:
+        """Stop the worker after its current batch; queued requests fail with ``EngineClosed``."""
+        with self._cond:
+            self._closed = True
+            dropped = [p for queue in self._queues.values() for p in queue]
+            self._queues.clear()
+            self._depth = 0
+            self._cond.notify_all()
+        for pending in dropped:
+            _resolve(pending, error=EngineClosed("The engine was shut down before this request ran."))
+        if threading.current_thread() is not self._worker:
+            self._worker.join()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _timeout_error(self, limit: float) -> EngineTimeout:
+        return EngineTimeout(f"No images after {limit:g} s: the studio is overloaded, try again in a moment.")
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while (taken := self._next_batch()) is not None:
+            name, batch = taken
+            try:
+                self._run(name, batch)
+            except Exception as e:  # a bug here must not stop the engine for everyone
+                for pending in batch:
+                    _resolve(pending, error=_generation_error(name, e))
+
+    def _next_batch(self) -> tuple[str, list[_Pending]] | None:
+        """Wait for work; return the next model round-robin and its requests for one batch (None: closed)."""
+        while True:
+            expired: list[_Pending] = []
+            with self._cond:
+                while not self._depth and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                name, batch = self._gather(expired)
+            for pending in expired:
+                _resolve(pending, error=self._timeout_error(self.timeout_s))
+            if batch:
+                return name, batch
+
+    def _gather(self, expired: list[_Pending]) -> tuple[str, list[_Pending]]:
+        """With the lock held: the first model's live requests, up to ``max_batch`` images."""
+        name, queue = next(iter(self._queues.items()))
+        self._queues.move_to_end(name)  # the next batch goes to the next model: fair interleaving
+        batch: list[_Pending] = []
+        images = 0
+        wait_until = queue[0].submitted + self.max_wait_s
+        # A lone request runs at once; but right after a batch of several, its callers are likely
+        # coming back, so the first of them waits (briefly) for the rest.
+        lone = self._depth == 1 and self._last_batch_requests <= 1
+        while True:
+            while queue and (not batch or images + len(queue[0].request.seeds) <= self.max_batch):
+                pending = queue.popleft()
+                self._depth -= 1
+                if not pending.future.set_running_or_notify_cancel():
+                    continue  # cancelled by its caller: drop
+                if time.monotonic() > pending.deadline:
+                    expired.append(pending)
+                    continue
+                batch.append(pending)
+                images += len(pending.request.seeds)
+            remaining = wait_until - time.monotonic()
+            if lone or queue or images >= self.max_batch or remaining <= 0 or self._closed:
+                break
+            self._cond.wait(remaining)
+        if not queue and self._queues.get(name) is queue:  # close() may have emptied the queues
+            del self._queues[name]
+        if batch:
+            self._last_batch_requests = len(batch)
+        return name, batch
+
+    def _run(self, name: str, batch: list[_Pending]) -> None:
+        """Load the model, run ``batch`` as one forward pass and hand out the images."""
+        try:
+            model = self.cache.get(name)
+        except Exception as e:  # zoo.ModelUnavailable above all: its message is for the user
+            self._fail_model(name, batch, e)
+            return
+        live = self._inputs(model, batch)
+        if not live:
+            return
+        z = torch.cat([p.inputs[0] for p in live])
+        c = None if live[0].inputs[1] is None else torch.cat([p.inputs[1] for p in live])
+        try:
+            images = self._forward(model, z, c)
+        except Exception as e:
+            for pending in live:
+                _resolve(pending, error=_generation_error(name, e))
+            return
+        done = time.monotonic()
+        with self._cond:
+            self._batches += 1
+            self._requests += len(live)
+            self._images += len(z)
+            self._latencies.extend(done - p.submitted for p in live)
+        start = 0
+        for pending in live:
+            n = len(pending.request.seeds)
+            _resolve(pending, images[start : start + n])
+            start += n
+
+    def _inputs(self, model: LoadedModel, batch: list[_Pending]) -> list[_Pending]:
+        """Compute each request's inputs; a bad request (unknown class...) fails alone. Returns the rest."""
+        live = []
+        for pending in batch:
+            try:
+                pending.inputs = request_inputs(model, pending.request)
+            except Exception as e:
+                _resolve(pending, error=e)
+                continue
+            live.append(pending)
+        return live
+
+    def _forward(self, model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
+        """Images for all of ``z`` in passes of at most ``max_batch``, halving them on CUDA out-of-memory."""
+        chunk = self.max_batch
+        while True:
+            try:
+                return np.concatenate([
+                    run_generator(model, z[i : i + chunk], None if c is None else c[i : i + chunk])
+                    for i in range(0, max(len(z), 1), chunk)
+                ])
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                chunk = max(1, min(chunk, len(z)) // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _fail_model(self, name: str, batch: list[_Pending], error: Exception) -> None:
+        """Fail ``batch`` and every queued request for model ``name`` with the loader's ``error``."""
+        with self._cond:
+            queued = self._queues.pop(name, deque())
+            self._depth -= len(queued)
+        for pending in [*batch, *queued]:
+            _resolve(pending, error=error)

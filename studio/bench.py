@@ -1,0 +1,201 @@
+"""``python -m studio bench engine``: what the batched engine buys over one-at-a-time generation.
+
+Three ways to serve C client threads that each want single images, all in one process on one model:
+*naive* (each client runs the model itself, serialized by a lock, as a plain Gradio handler would),
+*engine* (each client submits to one shared ``Engine``), and the *ceiling* (one loop of batch-64
+passes, no clients). Roofline figures put the ceiling in context: GFLOP per image and the machine's
+measured fp32 matrix-multiply rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from studio import zoo
+from studio.engine import Engine, Request, default_device, generate, prepare, request_inputs, run_generator
+from studio.zoo import LoadedModel
+
+CEILING_BATCH = 64
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"bad client counts {text!r}: write positive integers like 1,4,16")
+    return counts
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench`` and its ``engine`` benchmark on the studio's sub-command parser."""
+    bench = sub.add_parser("bench", help="measure performance", description="Performance benchmarks.")
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    p = kinds.add_parser(
+        "engine",
+        help="naive vs batched-engine throughput and latency",
+        description="Throughput and latency of single-image clients served naively (one at a time, "
+        "behind a lock) and by the batched engine, against a batch-64 ceiling; plus roofline figures.",
+    )
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client thread counts (default 1,4,16)")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.set_defaults(func=cmd_bench_engine)
+
+
+def matmul_gflop_s(n: int = 2048, repeats: int = 7, device: torch.device | str = "cpu") -> float:
+    """The machine's fp32 matrix-multiply rate: median over timed ``n x n`` products."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.matmul(a, b)  # warm-up: thread pool, allocator
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def gflop_per_image(model: LoadedModel) -> float:
+    """Floating-point operations of one batch-1 forward pass, in GFLOP."""
+    z, c = request_inputs(model, Request(model.name, (0,)))
+    with FlopCounterMode(display=False) as counter:
+        run_generator(model, z, c)
+    return counter.get_total_flops() / 1e9
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ceiling_img_s(model: LoadedModel, seconds: float) -> float:
+    """Images per second of back-to-back batch-64 passes (no queue, no clients)."""
+    z, c = request_inputs(model, Request(model.name, tuple(range(CEILING_BATCH))))
+    run_generator(model, z, c)  # warm-up
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        run_generator(model, z, c)  # returns host arrays, so each pass has finished
+        images += CEILING_BATCH
+    return images / (time.perf_counter() - start)
+
+
+def run_clients(clients: int, seconds: float, draw: Callable[[int], object]) -> tuple[float, list[float]]:
+    """Run ``clients`` threads calling ``draw(seed)`` with fresh seeds for ``seconds``.
+
+    Returns:
+        Images per second over the whole run (until the last client finished) and each call's latency (s).
+    """
+    seeds = itertools.count(1000)  # next() on a count is atomic: every call draws a distinct seed
+    latencies: list[float] = []
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    def client() -> None:
+        mine = []
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            draw(next(seeds))
+            mine.append(time.perf_counter() - t0)
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(latencies) / (time.perf_counter() - start), latencies
+
+
+def _percentiles_ms(latencies: list[float]) -> tuple[float, float]:
+    p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
+    return float(p50), float(p95)
+
+
+def naive_drawer(model: LoadedModel) -> Callable[[int], object]:
+    """One image per call on the caller's thread, serialized by a lock as a plain handler would be."""
+    lock = threading.Lock()
+
+    def draw(seed: int) -> object:
+        with lock:
+            return generate(model, [seed])
+
+    return draw
+
+
+def engine_drawer(engine: Engine, name: str) -> Callable[[int], object]:
+    """One single-image request per call, through ``engine``."""
+    return lambda seed: engine.generate(Request(name, (seed,)))
+
+
+def bench_engine(name: str, clients: list[int], seconds: float, device: torch.device) -> dict:
+    """Measure naive, engine and ceiling on model ``name``; the result has the JSON's shape."""
+    model = prepare(zoo.load(name, device))  # one copy, in the engine's layout, for all three
+    result: dict = {"device": str(device), "model": name}
+    result["gflop_per_img"] = gflop_per_image(model)
+    result["matmul_gflop_s"] = matmul_gflop_s(device=device)
+    result["ceiling_img_s"] = ceiling_img_s(model, seconds)
+    result["clients"] = {}
+    with Engine(str(device), loader=lambda _name, _device: model) as engine:
+        for n in clients:
+            naive_img_s, naive_lat = run_clients(n, seconds, naive_drawer(model))
+            engine_img_s, engine_lat = run_clients(n, seconds, engine_drawer(engine, name))
+            naive_p50, naive_p95 = _percentiles_ms(naive_lat)
+            engine_p50, engine_p95 = _percentiles_ms(engine_lat)
+            result["clients"][str(n)] = {
+                "naive_img_s": naive_img_s, "engine_img_s": engine_img_s,
+                "naive_p50_ms": naive_p50, "naive_p95_ms": naive_p95,
+                "engine_p50_ms": engine_p50, "engine_p95_ms": engine_p95,
+            }
+        result["engine_stats"] = engine.stats()
+    return result
+
+
+def format_report(result: dict) -> str:
+    """The results as a table plus the roofline lines."""
+    header = ("clients", "naive img/s", "engine img/s", "engine/naive", "engine/ceiling",
+              "naive p50/p95 ms", "engine p50/p95 ms")
+    rows = [header]
+    for n, r in result["clients"].items():
+        rows.append((
+            n, f"{r['naive_img_s']:.1f}", f"{r['engine_img_s']:.1f}",
+            f"{r['engine_img_s'] / r['naive_img_s']:.2f}", f"{r['engine_img_s'] / result['ceiling_img_s']:.2f}",
+            f"{r['naive_p50_ms']:.1f} / {r['naive_p95_ms']:.1f}", f"{r['engine_p50_ms']:.1f} / {r['engine_p95_ms']:.1f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    bound = result["matmul_gflop_s"] / result["gflop_per_img"]
+    lines += [
+        "",
+        f"model {result['model']} on {result['device']}",
+        f"ceiling (batch {CEILING_BATCH}): {result['ceiling_img_s']:.1f} img/s",
+        f"roofline: {result['gflop_per_img']:.3f} GFLOP/img, fp32 matmul {result['matmul_gflop_s']:.1f} GFLOP/s "
+        f"-> {bound:.1f} img/s if convolutions ran at matmul speed; the ceiling reaches "
+        f"{result['ceiling_img_s'] / bound:.0%} of that",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_bench_engine(args: argparse.Namespace) -> None:
+    """Run the engine benchmark, print its table and optionally write JSON."""
+    device = torch.device(args.device) if args.device else default_device()
+    result = bench_engine(args.model, args.clients, args.seconds, device)
+    print(format_report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
