@@ -29,7 +29,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     """Draw images for the given seeds into a grid and/or one PNG per seed."""
-    from studio import engine, media
+    from studio import media
+    from studio.engine import Engine, Request
 
     if not args.out and not args.out_dir:
         raise UsageError("say where to write: --out GRID.png and/or --out-dir DIR")
@@ -43,8 +44,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.class_name is not None and args.class_name not in config.class_names:
         known = ", ".join(config.class_names) if config.class_names else "none (the model is unconditional)"
         raise UsageError(f"unknown class {args.class_name!r} for {args.model}; classes: {known}")
-    model = zoo.load(args.model)
-    images = engine.generate(model, seeds, args.class_name, args.truncation)
+    # The CLI draws through the same engine as the studio (the same pixels); a long seed list may
+    # take minutes on a CPU, which is no timeout for a batch job.
+    with Engine(timeout_s=24 * 3600) as engine:
+        images = engine.generate(Request(args.model, tuple(seeds), args.class_name, args.truncation))
     if args.out:
         media.save_png(Path(args.out), media.grid(images, cols=args.cols))
         print(f"wrote {args.out} ({len(seeds)} images)")

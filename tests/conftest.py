@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from studio import zoo
+from studio.engine import Engine, Request
 from studio.checkpoint import ModelConfig, build_generator, save_model
 
 TINY_CLASSES = ("cat", "dog", "fox")
@@ -105,10 +106,20 @@ def eyes_home(converted_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="session")
 def eyes(converted_home: Path) -> zoo.LoadedModel:
-    """The default model, loaded once per session."""
+    """The default model, loaded once per session (default layout, outside any engine)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_HOME", str(converted_home))
         return zoo.load(zoo.DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def eyes_engine(converted_home: Path) -> Iterator[Engine]:
+    """An engine with the default model already loaded: the path every studio image takes."""
+    with pytest.MonkeyPatch.context() as mp, Engine() as eng:
+        mp.setenv("STUDIO_HOME", str(converted_home))
+        eng.generate(Request(zoo.DEFAULT_MODEL, (0,), zoo.OMNIART_CLASSES[0]))  # loads it while the env is set
+        mp.undo()
+        yield eng
 
 
 def free_port() -> int:

@@ -5,24 +5,26 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from studio import engine, zoo
+from studio.engine import Engine, Request
 
 pytestmark = pytest.mark.slow
 
 
-def test_render_returns_the_seeds_image_and_its_neighbours(studio_url: str, eyes: zoo.LoadedModel) -> None:
+def test_render_returns_the_seeds_image_and_its_neighbours(studio_url: str, eyes_engine: Engine) -> None:
     client = Client(studio_url, verbose=False)
     image_path, gallery = client.predict("omniart-eyes", 11, "green", 0.9, api_name="/render")
     image = np.asarray(Image.open(image_path).convert("RGB"))
-    expected = engine.generate(eyes, range(11, 20), "green", 0.9)
+    expected = eyes_engine.generate(Request("omniart-eyes", tuple(range(11, 20)), "green", 0.9))
     assert image.shape == (128, 128, 3)
     assert np.array_equal(image, expected[0])  # PNG is lossless: the exact pixels
     assert [item["caption"] for item in gallery] == [f"seed {s}" for s in range(12, 20)]
-    first_variation = np.asarray(Image.open(gallery[0]["image"]["path"]).convert("RGB"))
+    first_variation = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"))
     assert np.array_equal(first_variation, expected[1])
 
 
 def test_bad_input_is_reported_in_words(studio_url: str) -> None:
     client = Client(studio_url, verbose=False)
-    with pytest.raises(Exception, match="unknown model 'nope'"):
+    with pytest.raises(Exception, match="unknown model 'nope'; available: omniart-eyes"):
         client.predict("nope", 1, None, 1.0, api_name="/render")
+    with pytest.raises(Exception, match="unknown class 'purple'"):
+        client.predict("omniart-eyes", 1, "purple", 1.0, api_name="/render")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from studio import engine, zoo
+from studio.engine import Engine, Request
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -47,8 +47,8 @@ def current_src(page: Page) -> str:
     return page.get_attribute(MAIN_IMG, "src")
 
 
-def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes: zoo.LoadedModel) -> None:
-    expected = engine.generate(eyes, [DEFAULT_SEED], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes_engine: Engine) -> None:
+    expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED,), "amber", DEFAULT_TRUNCATION))[0]
     assert np.array_equal(shown_pixels(page), expected)
     box = page.locator(MAIN_IMG).bounding_box()
     assert box["width"] >= 3 * 128  # shown well above its 128 px
@@ -56,21 +56,21 @@ def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes: zoo.
     assert "128×128" in page.inner_text("body") and "MIT" in page.inner_text("body")
 
 
-def test_changing_the_seed_changes_the_image(page: Page, eyes: zoo.LoadedModel) -> None:
+def test_changing_the_seed_changes_the_image(page: Page, eyes_engine: Engine) -> None:
     before, old_src = shown_pixels(page), current_src(page)
     page.fill("#seed input", "123")
     page.press("#seed input", "Enter")
     wait_for_new_image(page, old_src)
     after = shown_pixels(page)
     assert np.abs(after.astype(int) - before).mean() > 10  # a different picture, not a re-encode
-    expected = engine.generate(eyes, [123], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+    expected = eyes_engine.generate(Request("omniart-eyes", (123,), "amber", DEFAULT_TRUNCATION))[0]
     assert np.array_equal(after, expected)
 
 
-def test_clicking_a_variation_makes_it_current(page: Page, eyes: zoo.LoadedModel) -> None:
+def test_clicking_a_variation_makes_it_current(page: Page, eyes_engine: Engine) -> None:
     old_src = current_src(page)
     page.locator("#variations .thumbnail-item").nth(2).click()
     wait_for_new_image(page, old_src)
     assert page.input_value("#seed input") == str(DEFAULT_SEED + 3)
-    expected = engine.generate(eyes, [DEFAULT_SEED + 3], eyes.config.class_names[0], DEFAULT_TRUNCATION)[0]
+    expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED + 3,), "amber", DEFAULT_TRUNCATION))[0]
     assert np.array_equal(shown_pixels(page), expected)

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 
 from studio import zoo
-from studio.engine import Request
+from studio.engine import EngineBusy, EngineTimeout, GenerationError, Request
 from studio.latent import check_seed
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def draw(engine: Engine, model: str, seed: int, class_name: str | None, truncati
     seeds = tuple(s % (MAX_SEED + 1) for s in range(seed, seed + count))
     try:
         return engine.generate(Request(model, seeds, class_name or None, float(truncation)))
-    except (zoo.ModelUnavailable, ValueError) as e:
+    except (zoo.ModelUnavailable, ValueError, EngineBusy, EngineTimeout, GenerationError) as e:
         raise gr.Error(str(e)) from None
 
 
@@ -70,14 +70,17 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine) -> None:
 
     with gr.Row(equal_height=False, elem_id="explore"):
         with gr.Column(scale=1, min_width=260, elem_classes=["panel"]):
-            model = gr.Dropdown(zoo.model_names(), value=default, label="Model", elem_id="model-picker")
+            # Custom values pass through so API callers get the zoo's own message for an unknown name.
+            model = gr.Dropdown(zoo.model_names(), value=default, label="Model", allow_custom_value=True,
+                                elem_id="model-picker")
             info = gr.Markdown(model_card(default), elem_classes=["model-card"])
             with gr.Row(equal_height=True):
                 seed = gr.Number(value=DEFAULT_SEED, label="Seed", precision=0, minimum=0, maximum=MAX_SEED,
                                  elem_id="seed", scale=3)
                 dice = gr.Button("🎲 Random", elem_id="random-seed", scale=1, min_width=90)
             class_name = gr.Dropdown(default_classes, value=default_classes[0] if default_classes else None,
-                                     label="Class", visible=bool(default_classes), elem_id="class-picker")
+                                     label="Class", visible=bool(default_classes), allow_custom_value=True,
+                                     elem_id="class-picker")
             truncation = gr.Slider(0.0, 1.5, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation ψ",
                                    info="1 = full variety · 0 = the average image", elem_id="truncation")
             keep = gr.Button("♥ Keep this one", variant="secondary", elem_id="keep")
@@ -124,5 +127,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine) -> None:
         return items, gr.update(value=items, visible=True)
 
     keep.click(keep_current, [image, kept, model, seed, class_name], [kept, favourites], api_visibility="private")
-    # The first image appears on page load, not at build time, so launching never waits for a model.
+    # The first image appears on page load, not at build time, so launching never waits for a model;
+    # the model list is read again then, so models added since launch (fine-tunes) can be picked.
+    demo.load(lambda: gr.update(choices=zoo.model_names()), None, model, api_visibility="private")
     demo.load(render, controls, [image, variations], api_visibility="private")
