@@ -50,9 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "behind a lock) and by the batched engine, against a batch-64 ceiling; plus roofline figures.",
     )
     p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
-    p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client thread counts (default 1,4,16)")
+    p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client counts (default 1,4,16)")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=cmd_bench_engine)
 
@@ -175,7 +175,8 @@ def format_report(result: dict) -> str:
         rows.append((
             n, f"{r['naive_img_s']:.1f}", f"{r['engine_img_s']:.1f}",
             f"{r['engine_img_s'] / r['naive_img_s']:.2f}", f"{r['engine_img_s'] / result['ceiling_img_s']:.2f}",
-            f"{r['naive_p50_ms']:.1f} / {r['naive_p95_ms']:.1f}", f"{r['engine_p50_ms']:.1f} / {r['engine_p95_ms']:.1f}",
+            f"{r['naive_p50_ms']:.1f} / {r['naive_p95_ms']:.1f}",
+            f"{r['engine_p50_ms']:.1f} / {r['engine_p95_ms']:.1f}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]

@@ -14,8 +14,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -186,12 +186,14 @@ class _Pending:
     future: Future
     submitted: float
     deadline: float
-    inputs: tuple[torch.Tensor, torch.Tensor | None] | None = field(default=None)
+
+
+_WithInputs = tuple[_Pending, torch.Tensor, torch.Tensor | None]  # a request, its z and class vectors
 
 
 def _resolve(pending: _Pending, result: np.ndarray | None = None, error: BaseException | None = None) -> None:
     # A caller may have cancelled the future (generate's own timeout); its outcome is then moot.
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(InvalidStateError):
         if error is not None:
             pending.future.set_exception(error)
         else:
@@ -208,8 +210,9 @@ class Engine:
     """The batched inference engine: one request queue and one worker thread on one device.
 
     The worker takes the next model round-robin, gathers its queued requests up to ``max_batch``
-    images (waiting at most ``max_wait_ms`` after the oldest arrived for more), runs them as one
-    forward pass and hands each caller its own images. A request alone in the queue runs at once.
+    images, runs them as one forward pass and hands each caller its own images. It waits for more
+    requests only to match the previous batch's count, and at most ``max_wait_ms`` after the oldest
+    arrived: a lone user's request runs at once.
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None: see ``default_device``.
@@ -365,9 +368,10 @@ class Engine:
         batch: list[_Pending] = []
         images = 0
         wait_until = queue[0].submitted + self.max_wait_s
-        # A lone request runs at once; but right after a batch of several, its callers are likely
-        # coming back, so the first of them waits (briefly) for the rest.
-        lone = self._depth == 1 and self._last_batch_requests <= 1
+        # The callers of the last batch are likely coming back: wait (briefly) for as many requests
+        # as it had, and no longer. So a lone user's request runs at once, while a crowd's first
+        # returning caller waits for the others.
+        expected = max(1, self._last_batch_requests)
         while True:
             while queue and (not batch or images + len(queue[0].request.seeds) <= self.max_batch):
                 pending = queue.popleft()
@@ -380,7 +384,7 @@ class Engine:
                 batch.append(pending)
                 images += len(pending.request.seeds)
             remaining = wait_until - time.monotonic()
-            if lone or queue or images >= self.max_batch or remaining <= 0 or self._closed:
+            if len(batch) >= expected or queue or images >= self.max_batch or remaining <= 0 or self._closed:
                 break
             self._cond.wait(remaining)
         if not queue and self._queues.get(name) is queue:  # close() may have emptied the queues
@@ -396,11 +400,12 @@ class Engine:
         except Exception as e:  # zoo.ModelUnavailable above all: its message is for the user
             self._fail_model(name, batch, e)
             return
-        live = self._inputs(model, batch)
-        if not live:
+        inputs = self._inputs(model, batch)
+        if not inputs:
             return
-        z = torch.cat([p.inputs[0] for p in live])
-        c = None if live[0].inputs[1] is None else torch.cat([p.inputs[1] for p in live])
+        live = [pending for pending, _, _ in inputs]
+        z = torch.cat([z for _, z, _ in inputs])
+        c = None if inputs[0][2] is None else torch.cat([c for _, _, c in inputs])
         try:
             images = self._forward(model, z, c)
         except Exception as e:
@@ -419,17 +424,17 @@ class Engine:
             _resolve(pending, images[start : start + n])
             start += n
 
-    def _inputs(self, model: LoadedModel, batch: list[_Pending]) -> list[_Pending]:
-        """Compute each request's inputs; a bad request (unknown class...) fails alone. Returns the rest."""
-        live = []
+    def _inputs(self, model: LoadedModel, batch: list[_Pending]) -> list[_WithInputs]:
+        """Each request with its z and class vectors; a bad request (unknown class...) fails alone, left out."""
+        inputs = []
         for pending in batch:
             try:
-                pending.inputs = request_inputs(model, pending.request)
+                z, c = request_inputs(model, pending.request)
             except Exception as e:
                 _resolve(pending, error=e)
                 continue
-            live.append(pending)
-        return live
+            inputs.append((pending, z, c))
+        return inputs
 
     def _forward(self, model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
         """Images for all of ``z`` in passes of at most ``max_batch``, halving them on CUDA out-of-memory."""
