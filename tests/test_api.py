@@ -1,5 +1,8 @@
 """The studio's API through the real gradio_client, against the launched app."""
 
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
 import numpy as np
 import pytest
 from gradio_client import Client
@@ -28,3 +31,27 @@ def test_bad_input_is_reported_in_words(studio_url: str) -> None:
         client.predict("nope", 1, None, 1.0, api_name="/render")
     with pytest.raises(Exception, match="unknown class 'purple'"):
         client.predict("omniart-eyes", 1, "purple", 1.0, api_name="/render")
+
+
+def test_concurrent_clients_each_get_their_own_seed_batched_together(studio_url: str, eyes_engine: Engine) -> None:
+    seeds = [300 + 17 * i for i in range(8)]
+    before = Client(studio_url, verbose=False).predict(api_name="/engine_stats")[1]
+
+    clients = [Client(studio_url, verbose=False) for _ in seeds]
+    start = Barrier(len(seeds))  # every client sends at the same moment, as a busy studio sees them
+
+    def call(client: Client, seed: int) -> np.ndarray:
+        start.wait()
+        path, _ = client.predict("omniart-eyes", seed, "gray", 1.0, api_name="/render")
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        results = list(pool.map(call, clients, seeds))
+    for seed, image in zip(seeds, results):
+        expected = eyes_engine.generate(Request("omniart-eyes", (seed,), "gray", 1.0))[0]
+        assert np.array_equal(image, expected), seed
+    after = Client(studio_url, verbose=False).predict(api_name="/engine_stats")[1]
+    requests = after["requests"] - before["requests"]
+    batches = after["batches"] - before["batches"]
+    assert requests == len(seeds)
+    assert batches < requests  # some requests shared a forward pass

@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from studio.ui.engine_panel import build_engine_panel  # noqa: E402
 from studio.ui.explore import build_explore_tab  # noqa: E402
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def build_studio(engine: Engine) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Explore", id="explore-tab"):
                 build_explore_tab(demo, engine)
+        build_engine_panel(engine)
     # Generation events may run concurrently (the default limit is 1 per event): the engine only
     # batches requests that reach it together, so serialising events here would undo its batching.
     demo.queue(default_concurrency_limit=16, max_size=256)
