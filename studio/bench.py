@@ -1,10 +1,15 @@
-"""``python -m studio bench engine``: what the batched engine buys over one-at-a-time generation.
+"""``python -m studio bench {engine,forward,startup}``: the studio's performance figures.
 
-Three ways to serve C client threads that each want single images, all in one process on one model:
+``engine``: what the batched engine buys over one-at-a-time generation. Three ways to serve C client threads that each want single images, all in one process on one model:
 *naive* (each client runs the model itself, serialized by a lock, as a plain Gradio handler would),
 *engine* (each client submits to one shared ``Engine``), and the *ceiling* (one loop of batch-64
 passes, no clients). Roofline figures put the ceiling in context: GFLOP per image and the machine's
 measured fp32 matrix-multiply rate.
+
+``forward``: milliseconds per image of plain forward passes at several batch sizes, in the default
+memory layout and in the engine's (channels_last).
+
+``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +65,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=cmd_bench_engine)
+
+    p = kinds.add_parser("forward", help="ms per image at several batch sizes",
+                         description="Median milliseconds per image of forward passes at each batch size.")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--batches", type=_client_counts, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
+    p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.set_defaults(func=cmd_bench_forward)
+
+    p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
+                         description="Launch the studio (python app.py) and time until a real Chromium shows "
+                         "the first image; cold runs start from an empty studio home (weights converted "
+                         "first), warm runs reuse it. Needs the development requirements (playwright) and "
+                         "Debian's chromium.")
+    p.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
+    p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    p.set_defaults(func=cmd_bench_startup)
 
 
 def matmul_gflop_s(n: int = 2048, repeats: int = 7, device: torch.device | str = "cpu") -> float:
@@ -200,3 +227,75 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def forward_ms_per_image(model: LoadedModel, batch: int, repeats: int) -> float:
+    """Median milliseconds per image over ``repeats`` timed passes of ``batch`` images."""
+    z, c = request_inputs(model, Request(model.name, tuple(range(batch))))
+    run_generator(model, z, c)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_generator(model, z, c)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000 / batch
+
+
+def cmd_bench_forward(args: argparse.Namespace) -> None:
+    """Print ms per image at each batch size, default layout vs the engine's."""
+    device = torch.device(args.device) if args.device else default_device()
+    model = zoo.load(args.model, device)
+    print(f"{args.model} on {device}: median ms per image over {args.repeats} passes")
+    print(f"{'batch':>6}  {'default layout':>14}  {'engine layout':>13}")
+    plain = {b: forward_ms_per_image(model, b, args.repeats) for b in args.batches}
+    prepare(model)
+    for b in args.batches:
+        print(f"{b:>6}  {plain[b]:>14.2f}  {forward_ms_per_image(model, b, args.repeats):>13.2f}")
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+def time_to_first_image(browser: object, home: Path, timeout_s: float = 180) -> float:
+    """Seconds from starting ``python app.py`` (studio home ``home``) to its first image in ``browser``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "STUDIO_HOME": str(home), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    page = browser.new_page()
+    root = Path(__file__).resolve().parents[1]
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                page.goto(f"http://127.0.0.1:{port}/", timeout=2000)
+                break
+            except Exception:  # playwright's error while the server is not listening yet
+                if proc.poll() is not None or time.perf_counter() - start > timeout_s:
+                    raise RuntimeError("the studio did not start") from None
+                time.sleep(0.05)
+        page.wait_for_selector("#main-image img", timeout=timeout_s * 1000)
+        return time.perf_counter() - start
+    finally:
+        page.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def cmd_bench_startup(args: argparse.Namespace) -> None:
+    """Print cold and warm launch-to-first-image times and their medians."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise SystemExit("bench startup needs playwright: pip install -r requirements-dev.txt") from None
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
+        cold = [time_to_first_image(browser, Path(tmp) / f"cold{i}") for i in range(args.runs)]
+        warm = [time_to_first_image(browser, Path(tmp) / "cold0") for _ in range(args.runs)]
+        browser.close()
+    for kind, times in (("cold (empty studio home)", cold), ("warm (model converted)", warm)):
+        runs = ", ".join(f"{t:.2f}" for t in times)
+        print(f"{kind:>26}: median {statistics.median(times):.2f} s  (runs: {runs})")
