@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from studio import latent, zoo
+from studio import recipe as recipe_mod
 from studio.bench import add_parser as add_bench_parser
 
 
@@ -27,35 +29,79 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
-    """Draw images for the given seeds into a grid and/or one PNG per seed."""
-    from studio import media
-    from studio.engine import Engine, Request
+def parse_pairs(text: str, what: str, key: type, value: type = float) -> dict:
+    """Parse ``k=v,k=v`` (``--edit 0=3,2=-2``, ``--blend blue=0.6,hazel=0.4``) into a dict."""
+    pairs = {}
+    for part in text.replace(" ", "").split(","):
+        k, sep, v = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            pairs[key(k)] = value(v)
+        except ValueError:
+            raise UsageError(f"bad {what} {part!r}: write it as {'0=3,2=-2' if key is int else 'blue=0.6,hazel=0.4'}") from None
+    return pairs
 
-    if not args.out and not args.out_dir:
-        raise UsageError("say where to write: --out GRID.png and/or --out-dir DIR")
+
+def generate_recipes(args: argparse.Namespace, weights_sha256: str) -> list[recipe_mod.Recipe]:
+    """One recipe per requested seed, from the command's options."""
     try:
         seeds = latent.parse_seeds(args.seeds)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.class_name and args.blend:
+        raise UsageError("give either --class or --blend, not both")
+    config = zoo.model_config(args.model)
+    classes = parse_pairs(args.blend, "blend", str) if args.blend else {args.class_name: 1.0} if args.class_name else {}
+    for name in classes:
+        if name not in config.class_names:
+            known = ", ".join(config.class_names) if config.class_names else "none (the model is unconditional)"
+            raise UsageError(f"unknown class {name!r} for {args.model}; classes: {known}")
+    edits = parse_pairs(args.edit, "edit", int) if args.edit else {}
+    return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits)
+            for s in seeds]
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Draw images for the given seeds (or a recipe) into a grid and/or one PNG per seed."""
+    from studio import media
+    from studio.engine import Engine
+
+    if not args.out and not args.out_dir:
+        raise UsageError("say where to write: --out FILE.png and/or --out-dir DIR")
+    if args.recipe:
+        try:
+            recipes = [recipe_mod.read_recipe(Path(args.recipe))]
+        except recipe_mod.RecipeError as e:
+            raise UsageError(str(e)) from None
+        args.model = recipes[0].model
     if args.model not in zoo.model_names():
         raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
-    config = zoo.model_config(args.model)
-    if args.class_name is not None and args.class_name not in config.class_names:
-        known = ", ".join(config.class_names) if config.class_names else "none (the model is unconditional)"
-        raise UsageError(f"unknown class {args.class_name!r} for {args.model}; classes: {known}")
     # The CLI draws through the same engine as the studio (the same pixels); a long seed list may
     # take minutes on a CPU, which is no timeout for a batch job.
     with Engine(timeout_s=24 * 3600) as engine:
-        images = engine.generate(Request(args.model, tuple(seeds), args.class_name, args.truncation))
+        model = engine.cache.get(args.model)
+        if args.recipe:
+            try:
+                recipe_mod.check_weights(recipes[0], model)
+            except recipe_mod.RecipeError as e:
+                raise UsageError(str(e)) from None
+        else:
+            recipes = generate_recipes(args, model.weights_sha256)
+        first = recipes[0]
+        request = recipe_mod.request_for(first)
+        images = engine.generate(replace(request, seeds=tuple(r.seed for r in recipes)))
     if args.out:
-        media.save_png(Path(args.out), media.grid(images, cols=args.cols))
-        print(f"wrote {args.out} ({len(seeds)} images)")
+        if len(images) == 1:  # a single image is saved as itself, recipe included
+            recipe_mod.save_png(Path(args.out), images[0], first)
+        else:
+            media.save_png(Path(args.out), media.grid(images, cols=args.cols))
+        print(f"wrote {args.out} ({len(images)} images)")
     if args.out_dir:
         out_dir = Path(args.out_dir)
-        for seed, image in zip(seeds, images):
-            media.save_png(out_dir / f"seed{seed:04d}.png", image)
-        print(f"wrote {len(seeds)} images to {out_dir}/")
+        for r, image in zip(recipes, images):
+            recipe_mod.save_png(out_dir / f"seed{r.seed:04d}.png", image, r)
+        print(f"wrote {len(images)} images to {out_dir}/")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -79,8 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
     p.add_argument("--seeds", default="0-7", help="seeds such as 0-7, 1,5,9 or 0-3,10 (default 0-7)")
     p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
+    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
     p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
-    p.add_argument("--out", help="write all images as one grid PNG here")
+    p.add_argument("--edit", help="semantic slider values, direction index = value, such as 0=3,2=-2")
+    p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
+                   help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+    p.add_argument("--recipe", help="regenerate the image of a recipe: a PNG saved by the studio or a JSON file")
+    p.add_argument("--out", help="write the image here (several seeds: one grid PNG)")
     p.add_argument("--out-dir", help="write one PNG per seed (seed0005.png) into this folder")
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: square-ish)")
     p.set_defaults(func=cmd_generate)
@@ -97,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, zoo.ModelUnavailable) as e:
+    except (UsageError, zoo.ModelUnavailable, ValueError) as e:  # ValueError: a request the model refuses
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from studio import latent, zoo
+from studio import directions, latent, zoo
 from studio.media import to_uint8
 from studio.zoo import LoadedModel
 
@@ -47,7 +47,7 @@ class GenerationError(RuntimeError):
     """A forward pass failed; every request of that batch gets this error."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Request:
     """What to draw.
 
@@ -56,12 +56,27 @@ class Request:
         seeds: One image per seed.
         classes: A class name or a ``{name: weight}`` blend; None = uniform blend (or no classes).
         truncation: psi; 1 leaves the latent untouched, 0 gives the mean image.
+        edits: ``(direction index, value)`` pairs added to every truncated latent, in units of the
+            latent's standard deviation (semantic sliders).
+        directions: The directions method the edits refer to ("sefa" or "pca").
+        z: Explicit latents ``[N, z_dim]`` (animation frames); when set, they replace seeds,
+            truncation and edits.
+        c: Explicit class vectors ``[N, K]`` to go with ``z`` (conditional models).
     """
 
     model: str
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...] = ()
     classes: str | Mapping[str, float] | None = None
     truncation: float = 1.0
+    edits: tuple[tuple[int, float], ...] = ()
+    directions: str = "sefa"
+    z: torch.Tensor | None = None
+    c: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        """How many images the request asks for."""
+        return len(self.z) if self.z is not None else len(self.seeds)
 
 
 def request_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -70,13 +85,40 @@ def request_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, 
     Noise is drawn on the CPU from each seed so a seed gives the same latent on every device.
     """
     config = model.config
+    if request.z is not None:
+        return _explicit_inputs(model, request)
     z = latent.truncate(latent.seed_latents(request.seeds, config.z_dim), request.truncation)
+    if request.edits:
+        z = z + edit_offset(model, request.edits, request.directions)
     if not config.num_classes:
         if request.classes:
             raise ValueError(f"model {model.name!r} has no classes")
         return z, None
     vec = latent.class_vector(request.classes, config.class_names)
     return z, vec.expand(len(z), -1)
+
+
+def edit_offset(model: LoadedModel, edits: Sequence[tuple[int, float]], method: str) -> torch.Tensor:
+    """The latent offset ``[z_dim]`` of slider ``edits`` along ``model``'s ``method`` directions."""
+    dirs = directions.load_or_compute(model, method)
+    offset = torch.zeros(model.config.z_dim)
+    for index, value in edits:
+        if not 0 <= index < len(dirs):
+            raise ValueError(f"direction {index} does not exist: there are {len(dirs)} (0-{len(dirs) - 1})")
+        offset += float(value) * dirs[index]
+    return offset
+
+
+def _explicit_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
+    config = model.config
+    z = request.z.float().cpu()
+    if z.dim() != 2 or z.shape[1] != config.z_dim:
+        raise ValueError(f"latents must be [N, {config.z_dim}] for model {model.name!r}, not {list(z.shape)}")
+    if not config.num_classes:
+        return z, None
+    if request.c is None or tuple(request.c.shape) != (len(z), config.num_classes):
+        raise ValueError(f"model {model.name!r} needs class vectors [N, {config.num_classes}] with its latents")
+    return z, request.c.float().cpu()
 
 
 def _precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -373,7 +415,7 @@ class Engine:
         # returning caller waits for the others.
         expected = max(1, self._last_batch_requests)
         while True:
-            while queue and (not batch or images + len(queue[0].request.seeds) <= self.max_batch):
+            while queue and (not batch or images + queue[0].request.count <= self.max_batch):
                 pending = queue.popleft()
                 self._depth -= 1
                 if not pending.future.set_running_or_notify_cancel():
@@ -382,7 +424,7 @@ class Engine:
                     expired.append(pending)
                     continue
                 batch.append(pending)
-                images += len(pending.request.seeds)
+                images += pending.request.count
             remaining = wait_until - time.monotonic()
             if len(batch) >= expected or queue or images >= self.max_batch or remaining <= 0 or self._closed:
                 break
@@ -420,7 +462,7 @@ class Engine:
             self._latencies.extend(done - p.submitted for p in live)
         start = 0
         for pending in live:
-            n = len(pending.request.seeds)
+            n = pending.request.count
             _resolve(pending, images[start : start + n])
             start += n
 

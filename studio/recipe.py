@@ -13,9 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, PngImagePlugin
 
+from studio.engine import Request
 from studio.latent import check_seed
+from studio.media import to_pil
+from studio.storage import atomic_write_bytes
+from studio.zoo import LoadedModel
 
 PNG_KEY = "gan-studio-recipe"
 FORMAT = "gan-studio-recipe/1"
@@ -33,7 +38,8 @@ class Recipe:
         model: Model name in the zoo.
         weights_sha256: Hash of the model's weights file; regenerating refuses other weights.
         seed: The latent's seed.
-        classes: Class blend ``{name: weight}`` (weights sum to 1); empty for an unconditional model.
+        classes: Class weights ``{name: weight}`` as the artist set them (normalised when drawn, the
+            same way every time); empty for an unconditional model or the uniform blend.
         truncation: psi.
         directions: Directions method the edits refer to ("sefa" or "pca").
         edits: Slider values ``{direction index: value}`` in units of the latent's std.
@@ -120,3 +126,22 @@ def read_recipe(source: Path | bytes) -> Recipe:
         return Recipe.from_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise RecipeError("not a recipe: neither a PNG saved by the studio nor JSON") from None
+
+
+def request_for(recipe: Recipe) -> Request:
+    """The engine request that draws ``recipe``'s image."""
+    return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
+                   tuple(sorted(recipe.edits.items())), recipe.directions)
+
+
+def check_weights(recipe: Recipe, model: LoadedModel) -> None:
+    """Raise RecipeError unless ``model`` has the weights ``recipe`` was made with."""
+    if model.weights_sha256 != recipe.weights_sha256:
+        raise RecipeError(f"this recipe was made with other weights of {recipe.model!r} "
+                          f"({recipe.weights_sha256[:12]}, here {model.weights_sha256[:12]}), so it cannot "
+                          "reproduce the image")
+
+
+def save_png(path: Path, image: np.ndarray, recipe: Recipe) -> None:
+    """Write one ``[H, W, 3]`` uint8 image as a PNG carrying ``recipe``, atomically."""
+    atomic_write_bytes(Path(path), png_with_recipe(to_pil(image), recipe))
