@@ -74,3 +74,47 @@ def test_clicking_a_variation_makes_it_current(page: Page, eyes_engine: Engine) 
     assert page.input_value("#seed input") == str(DEFAULT_SEED + 3)
     expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED + 3,), "amber", DEFAULT_TRUNCATION))[0]
     assert np.array_equal(shown_pixels(page), expected)
+
+
+def test_moving_a_slider_changes_the_picture(page: Page, eyes_engine: Engine) -> None:
+    before, old_src = shown_pixels(page), current_src(page)
+    box = page.locator("#slider-1 input[type=number]")
+    box.fill("4")
+    box.press("Enter")
+    wait_for_new_image(page, old_src)
+    after = shown_pixels(page)
+    assert np.abs(after.astype(int) - before).mean() > 3
+    expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED,), {"amber": 1.0}, DEFAULT_TRUNCATION,
+                                            ((1, 4.0),)))[0]
+    assert np.array_equal(after, expected)
+
+
+def test_a_saved_pngs_recipe_restores_its_image(page: Page, tmp_path) -> None:
+    page.fill("#seed input", "77")
+    page.press("#seed input", "Enter")
+    page.wait_for_function("() => document.querySelector('#seed input').value === '77'")
+    old_src = current_src(page)
+    box = page.locator("#slider-2 input[type=number]")
+    box.fill("-3")
+    box.press("Enter")
+    wait_for_new_image(page, old_src)
+    page.wait_for_timeout(500)  # let the seed's own redraw settle, if any came after
+    saved = tmp_path / "saved.png"
+    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
+    saved.write_bytes(page.request.get(src).body())
+    wanted = shown_pixels(page)
+
+    # Wander off: another seed, the slider back to zero.
+    old_src = current_src(page)
+    page.fill("#seed input", "5")
+    page.press("#seed input", "Enter")
+    wait_for_new_image(page, old_src)
+    assert not np.array_equal(shown_pixels(page), wanted)
+
+    old_src = current_src(page)
+    page.get_by_text("Recipe: drop a PNG").click()
+    page.set_input_files("#recipe-file input[type=file]", str(saved))
+    wait_for_new_image(page, old_src)
+    page.wait_for_function("() => document.querySelector('#seed input').value === '77'")
+    assert page.input_value("#slider-2 input[type=number]") == "-3"
+    assert np.array_equal(shown_pixels(page), wanted)

@@ -44,9 +44,10 @@ def build_studio(engine: Engine) -> gr.Blocks:
     """Build the studio's Blocks (not launched); all generation goes through ``engine``."""
     with gr.Blocks(title="GAN Studio") as demo:
         gr.HTML(HEADER)
+        keyframes = gr.State([])  # recipe JSONs: Explore adds them, Interpolate animates them
         with gr.Tabs():
             with gr.Tab("Explore", id="explore-tab"):
-                build_explore_tab(demo, engine)
+                build_explore_tab(demo, engine, keyframes)
         build_engine_panel(engine)
     # Generation events may run concurrently (the default limit is 1 per event): the engine only
     # batches requests that reach it together, so serialising events here would undo its batching.
