@@ -12,6 +12,7 @@ from PIL import Image
 
 from studio.latent import seed_latents
 from studio.media import to_uint8
+from studio.recipe import read_recipe
 from tests.conftest import package_reference_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,45 @@ def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = studio(*command, "--help", home=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: python -m studio")
+
+
+def test_edits_blends_and_recipes_regenerate_exactly(tiny_home: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    made = studio("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--edit", "0=3,2=-2",
+                  "--directions", "pca", "--out", str(a), home=tiny_home)
+    assert made.returncode == 0, made.stderr
+    plain = studio("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--out",
+                   str(tmp_path / "plain.png"), home=tiny_home)
+    assert plain.returncode == 0
+    assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(tmp_path / "plain.png")))
+
+    again = studio("generate", "--recipe", str(a), "--out", str(b), home=tiny_home)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    recipe = read_recipe(b)
+    assert (recipe.seed, recipe.classes, recipe.edits, recipe.directions) == (5, {"cat": 0.6, "fox": 0.4},
+                                                                              {0: 3.0, 2: -2.0}, "pca")
+    (tmp_path / "r.json").write_text(recipe.to_json())
+    from_json = studio("generate", "--recipe", str(tmp_path / "r.json"), "--out", str(tmp_path / "c.png"),
+                       home=tiny_home)
+    assert from_json.returncode == 0
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(tmp_path / "c.png")))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--edit", "0=x"], "bad edit '0=x'"),
+        (["--edit", "99=1"], "direction 99 does not exist"),
+        (["--blend", "cat=0.5,owl=0.5"], "unknown class 'owl'"),
+        (["--blend", "cat"], "bad blend 'cat'"),
+        (["--class", "cat", "--blend", "cat=1"], "either --class or --blend"),
+        (["--recipe", "missing.png"], "cannot read missing.png"),
+    ],
+)
+def test_bad_edits_blends_and_recipes_exit_2(tiny_home: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = studio("generate", "--model", "tiny", "--seeds", "1", *args, "--out", str(tmp_path / "x.png"),
+                    home=tiny_home)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
