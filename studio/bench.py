@@ -9,6 +9,9 @@ measured fp32 matrix-multiply rate.
 ``forward``: milliseconds per image of plain forward passes at several batch sizes, in the default
 memory layout and in the engine's (channels_last).
 
+``sliders``: the time of one slider move (a request with an edit, through the engine) against one
+plain forward pass, and the time to compute each kind of semantic direction.
+
 ``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from studio import zoo
+from studio import directions, zoo
 from studio.engine import Engine, Request, default_device, generate, prepare, request_inputs, run_generator
 from studio.zoo import LoadedModel
 
@@ -73,6 +76,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.set_defaults(func=cmd_bench_forward)
+
+    p = kinds.add_parser("sliders", help="one slider move vs one plain forward pass; direction compute times",
+                         description="p50/p95 of one slider move (request to image, through the engine) against "
+                         "one plain batch-1 forward pass, and the time to compute SeFa and PCA directions.")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--moves", type=int, default=60, help="slider moves to time (default 60)")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.set_defaults(func=cmd_bench_sliders)
 
     p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
                          description="Launch the studio (python app.py) and time until a real Chromium shows "
@@ -299,3 +310,34 @@ def cmd_bench_startup(args: argparse.Namespace) -> None:
     for kind, times in (("cold (empty studio home)", cold), ("warm (model converted)", warm)):
         runs = ", ".join(f"{t:.2f}" for t in times)
         print(f"{kind:>26}: median {statistics.median(times):.2f} s  (runs: {runs})")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cmd_bench_sliders(args: argparse.Namespace) -> None:
+    """Print slider-move vs forward-pass latency percentiles and direction compute times."""
+    device = torch.device(args.device) if args.device else default_device()
+    model = prepare(zoo.load(args.model, device))
+    print(f"{args.model} on {device}")
+    for method in directions.METHODS:
+        times = [_timed(lambda m=method: directions.compute(model, m)) for _ in range(3)]
+        print(f"  {method} directions: median {statistics.median(times) * 1000:.0f} ms to compute (3 runs)")
+    directions.load_or_compute(model, "sefa")  # the cache a studio has after its first slider move
+    cls = model.config.class_names[0] if model.config.class_names else None
+    z, c = request_inputs(model, Request(model.name, (7,), cls))
+    values = np.linspace(-5, 5, args.moves)
+    with Engine(str(device), loader=lambda _name, _device: model) as engine:
+        engine.generate(Request(model.name, (7,), cls, 1.0, ((0, 1.0),)))  # warm-up
+        forward, moves = [], []
+        for v in values:  # alternate, so both see the same machine load
+            forward.append(_timed(lambda: run_generator(model, z, c)))
+            moves.append(_timed(lambda v=v: engine.generate(Request(model.name, (7,), cls, 1.0, ((0, float(v)),)))))
+    f50, f95 = _percentiles_ms(forward)
+    m50, m95 = _percentiles_ms(moves)
+    print(f"  plain forward pass (batch 1): p50 {f50:.1f} ms  p95 {f95:.1f} ms")
+    print(f"  slider move through engine:   p50 {m50:.1f} ms  p95 {m95:.1f} ms")
+    print(f"  slider move / forward (p50):  {m50 / f50:.2f}x  (target <= 1.2x)")
