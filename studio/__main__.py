@@ -104,6 +104,27 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f"wrote {len(images)} images to {out_dir}/")
 
 
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    """Animate a path through the seeds' images and write it as a GIF or an MP4 (by --out's extension)."""
+    from studio import animation
+    from studio.engine import Engine
+
+    options = animation.PathOptions(args.frames, args.mode, args.easing, args.loop)
+    if args.model not in zoo.model_names():
+        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
+    keyframes = len(latent.parse_seeds(args.seeds))
+    # Settings are checked before drawing, so a typo costs no rendering time.
+    animation.check_export(Path(args.out), len(options.times(keyframes)), zoo.model_config(args.model).resolution,
+                           args.fps, args.size)
+    # The same engine as the studio, so a frame at a keyframe is that seed's studio image exactly;
+    # a long path may take minutes on a CPU, which is no timeout for a batch job.
+    with Engine(timeout_s=24 * 3600) as engine:
+        recipes = generate_recipes(args, engine.cache.get(args.model).weights_sha256)
+        frames = animation.render_frames(engine, recipes, options)
+    animation.export(Path(args.out), frames, args.fps, args.size)
+    print(f"wrote {args.out} ({len(frames)} frames, {len(frames) / args.fps:.1f} s at {args.fps:g} fps)")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Launch the browser studio."""
     from studio.ui import launch
@@ -135,6 +156,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="write one PNG per seed (seed0005.png) into this folder")
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: square-ish)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("interpolate", help="animate a path through seeds' images (GIF or MP4)",
+                       description="Animate a path through the images of 2 to 16 seeds; write a GIF or an "
+                                   "H.264 MP4 by --out's extension.")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--seeds", required=True, help="the keyframes' seeds in path order, such as 1,5,9")
+    p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
+    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
+    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
+    p.add_argument("--edit", help="semantic slider values for every keyframe, such as 0=3,2=-2")
+    p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
+                   help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+    p.add_argument("--frames", type=int, default=12, help="frames per segment, 1 to 120 (default 12)")
+    p.add_argument("--loop", action="store_true", help="add the segment from the last keyframe back to the first")
+    p.add_argument("--mode", choices=["lerp", "slerp"], default="slerp", help="interpolation in z (default slerp)")
+    p.add_argument("--easing", choices=list(latent.EASINGS), default="linear",
+                   help="speed along each segment (default linear)")
+    p.add_argument("--fps", type=float, default=12, help="frames per second, 1 to 60 (default 12)")
+    p.add_argument("--size", type=int, default=None,
+                   help="output side in pixels, a multiple of the model's resolution (default: the resolution)")
+    p.add_argument("--out", required=True, help="the animation file: NAME.gif or NAME.mp4")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
     p.set_defaults(func=cmd_models)
