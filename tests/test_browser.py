@@ -118,3 +118,23 @@ def test_a_saved_pngs_recipe_restores_its_image(page: Page, tmp_path) -> None:
     page.wait_for_function("() => document.querySelector('#seed input').value === '77'")
     assert page.input_value("#slider-2 input[type=number]") == "-3"
     assert np.array_equal(shown_pixels(page), wanted)
+
+
+def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> None:
+    def set_seed(value: str) -> None:
+        old = current_src(page)
+        page.fill("#seed input", value)
+        page.press("#seed input", "Enter")
+        wait_for_new_image(page, old)
+        # The history entry is written with the variations; wait for the gallery to show them.
+        page.wait_for_function(f"() => document.querySelector('#variations').innerText.includes('seed {int(value) + 1}')")
+
+    set_seed("50")
+    set_seed("60")
+    for button, seed in (("#history-back", 50), ("#history-forward", 60)):
+        old = current_src(page)
+        page.click(button)
+        wait_for_new_image(page, old)
+        page.wait_for_function(f"() => document.querySelector('#seed input').value === '{seed}'")
+        expected = eyes_engine.generate(Request("omniart-eyes", (seed,), {"amber": 1.0}, DEFAULT_TRUNCATION))[0]
+        assert np.array_equal(shown_pixels(page), expected)
