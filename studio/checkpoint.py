@@ -6,11 +6,12 @@ Only safetensors is ever written or read here, so opening a model folder never r
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -38,6 +39,7 @@ class ModelConfig:
         license: SPDX-style licence id of the weights.
         author: Who trained the weights.
         source: Where the weights came from.
+        lineage: How a fine-tuned model was made: base model, dataset, steps, losses, SWD.
     """
 
     architecture: str
@@ -48,6 +50,7 @@ class ModelConfig:
     license: str = ""
     author: str = ""
     source: str = ""
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -146,3 +149,21 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: s
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise ModelFolderError(f"{where} has unexpected tensor {unexpected[0]!r}")
+
+
+def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write tensors and JSON-able metadata as one safetensors file, atomically (training checkpoints)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {"json": json.dumps(meta)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a ``save_state`` file: its tensors and metadata."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("json", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ModelFolderError(f"{path} is not a readable training state: {e}") from None
+    return tensors, meta

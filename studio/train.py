@@ -1,0 +1,424 @@
+"""The fine-tuning loop: losses, DiffAugment, EMA, freezing, checkpoints, exact resume, data parallel.
+
+``finetune(config, images, progress_fn, should_stop)`` trains a generator (from a zoo model, or from
+scratch with base "none") against a discriminator on an artist's image set. Everything random is drawn
+from seeded generators whose states are checkpointed, so on the CPU a resumed run continues exactly
+as an uninterrupted one would. Run under ``torchrun`` it trains data-parallel: each process takes its
+share of every batch and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from studio import latent, zoo
+from studio.augment import POLICIES, diff_augment
+from studio.checkpoint import ModelConfig, build_generator, load_state, save_model, save_state
+from studio.media import to_uint8
+from studio.models import build_discriminator
+from studio.storage import atomic_dir, atomic_write, models_dir, studio_home
+
+LOSSES = ("logistic", "hinge", "wgan-gp")
+DISCRIMINATOR_FILE = "discriminator.safetensors"
+PREVIEW_SEEDS = tuple(range(8))
+AUGMENT_BELOW = 1000  # DiffAugment is on by default for sets smaller than this
+
+ProgressFn = Callable[[int, int, dict[str, float], "np.ndarray | None"], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A fine-tuning run.
+
+    Attributes:
+        data: Dataset name (under ``STUDIO_HOME/datasets``), recorded in the lineage.
+        out: Name of the model folder to create under ``STUDIO_HOME/models``.
+        base: Zoo model to start from, or "none" to train from scratch.
+        steps: Generator steps.
+        batch: Images per step (split across processes under torchrun).
+        loss: "logistic" (non-saturating, with R1), "hinge", or "wgan-gp".
+        lr: Adam learning rate of both networks.
+        betas: Adam betas.
+        r1_gamma: R1 penalty weight (logistic loss), applied lazily every ``r1_every`` steps.
+        r1_every: Steps between R1 penalties (lazy regularisation, StyleGAN2).
+        gp_weight: Gradient-penalty weight (wgan-gp).
+        augment: "auto" (on below 1,000 images), "on" or "off".
+        augment_policy: DiffAugment transforms.
+        ema_beta: Generator EMA decay per step (warmed up over the first steps).
+        freeze_d: Freeze the discriminator's first k blocks (FreezeD), when it is pretrained.
+        freeze_g: Freeze the generator's first k blocks.
+        d_width: Base width of a fresh discriminator (default: the generator's).
+        class_name: Class vector for a conditional base; None = the uniform blend.
+        resolution: Resolution of a from-scratch generator (base "none").
+        seed: Seeds every random draw.
+        checkpoint_every: Steps between checkpoints.
+        keep_checkpoints: How many recent checkpoints to keep.
+        preview_every: Steps between previews sent to ``progress_fn``.
+    """
+
+    data: str
+    out: str
+    base: str = zoo.DEFAULT_MODEL
+    steps: int = 500
+    batch: int = 16
+    loss: str = "logistic"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    gp_weight: float = 10.0
+    augment: str = "auto"
+    augment_policy: tuple[str, ...] = POLICIES
+    ema_beta: float = 0.995
+    freeze_d: int = 0
+    freeze_g: int = 0
+    d_width: int | None = None
+    class_name: str | None = None
+    resolution: int = 64
+    seed: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    preview_every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.augment not in ("auto", "on", "off"):
+            raise ValueError(f"augment must be auto, on or off, not {self.augment!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", self.out):
+            raise ValueError(f"bad model name {self.out!r}: use letters, digits, - and _")
+        if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("steps, batch, checkpoint_every and keep_checkpoints must be at least 1")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "augment_policy", tuple(self.augment_policy))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild from ``asdict`` output (JSON turns tuples into lists; ``__post_init__`` turns them back)."""
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: ``finished`` or ``stopped`` (``should_stop``), at which step, and where things are."""
+
+    status: str
+    step: int
+    run_dir: Path
+    model_dir: Path | None
+    losses: dict[str, float]
+
+
+def run_dir(name: str) -> Path:
+    """Where a run's checkpoints live: ``STUDIO_HOME/runs/<name>``."""
+    return studio_home() / "runs" / name
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available() and os.environ.get("STUDIO_DEVICE", "cuda").startswith("cuda"):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+# -- losses ----------------------------------------------------------------------------------------
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss from its logits on real and generated images."""
+    if kind == "logistic":
+        return (F.softplus(-real) + F.softplus(fake)).mean()
+    if kind == "hinge":
+        return (F.relu(1 - real) + F.relu(1 + fake)).mean()
+    return (fake - real).mean()  # wgan-gp; the penalty is added separately
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator loss from the discriminator's logits on generated images."""
+    return F.softplus(-fake).mean() if kind == "logistic" else -fake.mean()
+
+
+def gradient_norms(d: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample L2 norm of dD/dx, kept in the graph so a penalty on it can be trained ``[N]``."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x, c).sum(), x, create_graph=True)
+    return grad.flatten(1).norm(dim=1)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+class _Run:
+    """The state of one training run (networks, optimisers, random generators) and its steps."""
+
+    def __init__(self, config: TrainConfig, images: torch.Tensor) -> None:
+        self.config = config
+        self.rank, self.world = _world()
+        self.device = _device(self.rank)
+        self.images = images  # [N, 3, R, R] in [-1, 1], on the CPU
+        torch.manual_seed(config.seed + self.rank)  # dropout draws from the global generator
+        self.gen = torch.Generator().manual_seed(config.seed)  # batches and latents, same on every rank
+        self.aug_gen = torch.Generator(self.device).manual_seed(config.seed * 1000 + 7 + self.rank)
+        self.model_config, g, d = self._networks(images.shape[-1])
+        self.g = g.to(self.device).train()
+        self.d = d.to(self.device).train()
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        for module, k in ((self.d, config.freeze_d), (self.g, config.freeze_g)):
+            for block in module.blocks[:k]:
+                block.requires_grad_(False)
+        self.g_train, self.d_train = self._parallel(self.g), self._parallel(self.d)
+        trainable = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
+        self.opt_g = torch.optim.Adam(trainable(self.g), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(trainable(self.d), lr=config.lr, betas=config.betas)
+        self.augment = config.augment == "on" or (config.augment == "auto" and len(images) < AUGMENT_BELOW)
+        names = self.model_config.class_names
+        self.c = latent.class_vector(config.class_name, names) if self.model_config.num_classes else None
+        # bf16 autocast on GPUs that have it (no loss scaling needed); fp32 on the CPU, where bf16 is emulated.
+        self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.step = 0
+
+    def _networks(self, resolution: int) -> tuple[ModelConfig, nn.Module, nn.Module]:
+        cfg = self.config
+        if cfg.base == "none":
+            arch = {"resolution": cfg.resolution, "z_dim": 100, "base_width": 64, "num_classes": 0}
+            model_config = ModelConfig("dcgan", arch, title=cfg.out)
+            g = build_generator(model_config)
+            d_state = None
+        else:
+            base = zoo.load(cfg.base)
+            model_config, g = base.config, base.generator
+            d_file = base.folder / DISCRIMINATOR_FILE
+            d_state = load_file(str(d_file)) if d_file.is_file() and cfg.d_width is None else None
+        if model_config.resolution != resolution:
+            raise ValueError(f"the data set is {resolution}px but the model draws {model_config.resolution}px: "
+                             f"ingest it at {model_config.resolution}")
+        d_arch = dict(model_config.arch)
+        if cfg.d_width:
+            d_arch["base_width"] = cfg.d_width
+        d = build_discriminator(model_config.architecture, d_arch)
+        if d_state is not None:
+            d.load_state_dict(d_state)
+        elif cfg.freeze_d:
+            raise ValueError("freeze_d needs a pretrained discriminator; this base model has none")
+        return model_config, g, d
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+    def _ctx(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.config.augment_policy, self.aug_gen) if self.augment else x
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This process's share of a step's real images and latents (drawn for the whole batch)."""
+        cfg = self.config
+        idx = torch.randint(len(self.images), (cfg.batch,), generator=self.gen)[self.rank :: self.world]
+        z = torch.randn(cfg.batch, self.model_config.z_dim, generator=self.gen)[self.rank :: self.world]
+        c = None if self.c is None else self.c.expand(len(z), -1).to(self.device)
+        return self.images[idx].to(self.device), z.to(self.device), c
+
+    def train_step(self) -> dict[str, float]:
+        """One discriminator step and one generator step; returns the losses."""
+        cfg = self.config
+        real, z, c = self._batch()
+        with self._ctx():
+            with torch.no_grad():
+                fake = self.g_train(z, c)
+            loss_d = d_loss(cfg.loss, self.d_train(self._aug(real), c).float(), self.d_train(self._aug(fake), c).float())
+        losses = {"d": loss_d.item()}
+        if cfg.loss == "logistic" and self.step % cfg.r1_every == 0:
+            r1 = gradient_norms(self.d_train, self._aug(real), c).square().mean()
+            loss_d = loss_d + r1 * (cfg.r1_gamma / 2 * cfg.r1_every)
+            losses["r1"] = r1.item()
+        elif cfg.loss == "wgan-gp":
+            t = torch.rand(len(real), 1, 1, 1, generator=self.aug_gen, device=self.device)
+            gp = (gradient_norms(self.d_train, torch.lerp(real, fake.float(), t), c) - 1).square().mean()
+            loss_d = loss_d + cfg.gp_weight * gp
+            losses["gp"] = gp.item()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        with self._ctx():
+            loss_g = g_loss(cfg.loss, self.d_train(self._aug(self.g_train(z, c)), c).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        losses["g"] = loss_g.item()
+        self._update_ema()
+        self.step += 1
+        return losses
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up: early on, follow the generator closely rather than averaging in the base weights.
+        beta = min(self.config.ema_beta, (1 + self.step) / (10 + self.step))
+        for p_ema, p in zip(self.g_ema.parameters(), self.g.parameters()):
+            p_ema.lerp_(p, 1 - beta)
+        for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def previews(self) -> np.ndarray:
+        """The EMA generator's images for the fixed preview seeds ``[8, H, W, 3]`` uint8."""
+        z = latent.seed_latents(PREVIEW_SEEDS, self.model_config.z_dim).to(self.device)
+        c = None if self.c is None else self.c.expand(len(z), -1).to(self.device)
+        return to_uint8(self.g_ema(z, c))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def save_checkpoint(self, folder: Path) -> Path:
+        """Write everything needed to continue exactly: weights, optimisers, step and RNG states."""
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in (("G", self.g), ("G_ema", self.g_ema), ("D", self.d)):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        meta: dict[str, Any] = {"step": self.step, "config": _jsonable(asdict(self.config))}
+        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            opt_tensors, opt_meta = _flatten_optimizer(opt)
+            tensors.update({f"{prefix}.{k}": v for k, v in opt_tensors.items()})
+            meta[prefix] = opt_meta
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = self.gen.get_state()
+        tensors["rng.aug"] = self.aug_gen.get_state()
+        path = folder / "checkpoints" / f"step-{self.step:07d}.safetensors"
+        save_state(path, tensors, meta)
+        for old in sorted(path.parent.glob("step-*.safetensors"))[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Continue from ``save_checkpoint``'s file."""
+        tensors, meta = load_state(path)
+        for prefix, module in (("G", self.g), ("G_ema", self.g_ema), ("D", self.d)):
+            module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            opt.load_state_dict(_unflatten_optimizer(tensors, prefix, meta[prefix]))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.gen.set_state(tensors["rng.gen"])
+        self.aug_gen.set_state(tensors["rng.aug"])
+        self.step = int(meta["step"])
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d))
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state dict as flat tensors plus JSON metadata (safetensors holds no nesting)."""
+    sd = opt.state_dict()
+    tensors = {f"{pid}.{k}": v for pid, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    scalars = {f"{pid}.{k}": v for pid, st in sd["state"].items() for k, v in st.items() if not torch.is_tensor(v)}
+    return tensors, {"param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    groups = meta["param_groups"]
+    for group in groups:
+        group["betas"] = tuple(group["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def latest_checkpoint(name: str) -> Path | None:
+    """The newest checkpoint of run ``name``, if any."""
+    found = sorted((run_dir(name) / "checkpoints").glob("step-*.safetensors"))
+    return found[-1] if found else None
+
+
+def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn | None = None,
+             should_stop: Callable[[], bool] | None = None, resume: bool = False,
+             lineage: dict[str, Any] | None = None) -> TrainResult:
+    """Train per ``config`` on ``images`` ``[N, 3, R, R]`` in [-1, 1].
+
+    Args:
+        config: The run.
+        images: The artist's set (CPU tensor).
+        progress_fn: Called as ``progress_fn(step, total, losses, previews)``; previews (``[8, H, W, 3]``
+            uint8 from the EMA generator) every ``preview_every`` steps and at the end, else None.
+        should_stop: Polled every step; when it returns True the run checkpoints and returns "stopped".
+        resume: Continue from the run's latest checkpoint if there is one.
+        lineage: Extra facts for the model's config (e.g. the dataset's size and SWD), merged in.
+
+    Returns:
+        How the run ended; a finished run's model folder is ``STUDIO_HOME/models/<out>``.
+    """
+    run = _Run(config, images)
+    folder = run_dir(config.out)
+    if resume and (path := latest_checkpoint(config.out)):
+        run.load_checkpoint(path)
+    writer = run.rank == 0
+    losses: dict[str, float] = {}
+    while run.step < config.steps:
+        if should_stop and should_stop():
+            if writer:
+                run.save_checkpoint(folder)
+            return TrainResult("stopped", run.step, folder, None, losses)
+        losses = run.train_step()
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"training diverged at step {run.step} (losses {losses}); try a lower lr")
+        if writer and run.step % config.checkpoint_every == 0:
+            run.save_checkpoint(folder)
+        if progress_fn and writer:
+            show = run.step % config.preview_every == 0 or run.step == config.steps
+            progress_fn(run.step, config.steps, losses, run.previews() if show else None)
+    model_dir = None
+    if writer:
+        if run.step % config.checkpoint_every:
+            run.save_checkpoint(folder)
+        model_dir = publish(run, {**(lineage or {}), "losses": losses})
+    if run.world > 1:
+        dist.barrier()
+    return TrainResult("finished", run.step, folder, model_dir, losses)
+
+
+def publish(run: _Run, lineage: dict[str, Any]) -> Path:
+    """Write the finished model folder (EMA generator, discriminator, config with lineage) atomically."""
+    cfg = run.config
+    base = {"base_model": cfg.base, "dataset": cfg.data, "steps": run.step, "loss": cfg.loss,
+            "images": len(run.images), "augment": run.augment}
+    config = replace(run.model_config, title=cfg.out, lineage={**base, **lineage},
+                     description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} "
+                                 f"({len(run.images)} images, {run.step} steps).")
+    folder = models_dir() / cfg.out
+    with atomic_dir(folder) as tmp:
+        save_model(tmp, config, run.g_ema)
+        d_state = {k: v.detach().cpu().contiguous() for k, v in run.d.state_dict().items()}
+        atomic_write(tmp / DISCRIMINATOR_FILE, lambda p: save_file(d_state, str(p)))
+    return folder
