@@ -231,7 +231,9 @@ class _Run:
         if self.world == 1:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        # Buffers (batch-norm statistics) stay per process: syncing them on every forward would modify
+        # them in place between the passes that R1's double backward needs.
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
     def _ctx(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
