@@ -125,19 +125,13 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(frames)} frames, {len(frames) / args.fps:.1f} s at {args.fps:g} fps)")
 
 
-# The quick preset (no --steps given) is sized to finish within 10 minutes on a 2-core CPU at 128 px:
-# a half-width fresh discriminator costs a quarter of a full one, and freezing the generator's first
-# two blocks keeps the base model's coarse structure while the rest learns the artist's style.
-QUICK = {"steps": 600, "batch": 16, "d_width": 32, "freeze_g": 2}
-
-
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model on an ingested data set, with a progress bar; the result is a new model."""
     from tqdm import tqdm
 
     from studio import data, train
 
-    preset = QUICK if args.steps is None else {}
+    preset = train.QUICK_PRESET if args.steps is None else {}
     settings = {"steps": args.steps, "batch": args.batch, "d_width": args.d_width, "freeze_g": args.freeze_g}
     settings = {k: v for k, v in settings.items() if v is not None}
     try:
@@ -219,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a model on an ingested data set",
                        description="Fine-tune a model on a data set made by 'ingest'. Without --steps, the quick "
-                       f"preset runs ({', '.join(f'{k}={v}' for k, v in QUICK.items())}). Under torchrun it trains "
+                       "preset runs (600 steps, batch 16, a half-width discriminator, the generator's first two blocks "
+                       "frozen). Under torchrun it trains "
                        "data-parallel.")
     p.add_argument("--data", required=True, help="data set name (see: python -m studio ingest)")
     p.add_argument("--from", dest="base", default=zoo.DEFAULT_MODEL, help="base model, or none to train from scratch")

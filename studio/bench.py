@@ -12,6 +12,9 @@ memory layout and in the engine's (channels_last).
 ``sliders``: the time of one slider move (a request with an edit, through the engine) against one
 plain forward pass, and the time to compute each kind of semantic direction.
 
+``finetune``: seconds per training step and images per second at the default model's resolution and
+batch size, for the full discriminator and for the quick preset.
+
 ``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
@@ -84,6 +87,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--moves", type=int, default=60, help="slider moves to time (default 60)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.set_defaults(func=cmd_bench_sliders)
+
+    p = kinds.add_parser("finetune", help="seconds per fine-tuning step and images per second",
+                         description="Median seconds per fine-tuning step (one D and one G step) and images per "
+                         "second on random images at the model's resolution, with a full-width fresh "
+                         "discriminator and with the quick preset.")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="base model (see: python -m studio models)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per setting (default 5)")
+    p.set_defaults(func=cmd_bench_finetune)
 
     p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
                          description="Launch the studio (python app.py) and time until a real Chromium shows "
@@ -341,3 +352,21 @@ def cmd_bench_sliders(args: argparse.Namespace) -> None:
     print(f"  plain forward pass (batch 1): p50 {f50:.1f} ms  p95 {f95:.1f} ms")
     print(f"  slider move through engine:   p50 {m50:.1f} ms  p95 {m95:.1f} ms")
     print(f"  slider move / forward (p50):  {m50 / f50:.2f}x  (target <= 1.2x)")
+
+
+def cmd_bench_finetune(args: argparse.Namespace) -> None:
+    """Print median seconds per step and images per second for the default settings and the quick preset."""
+    from studio import train
+
+    resolution = zoo.model_config(args.model).resolution
+    images = torch.rand(256, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    quick = {k: v for k, v in train.QUICK_PRESET.items() if k != "steps"}
+    print(f"fine-tuning {args.model} at {resolution}px, median of {args.steps} steps after one warm-up")
+    for label, settings in (("defaults (batch 16, full D)", {}), (f"quick preset {quick}", quick)):
+        config = train.TrainConfig(data="bench", out="bench", base=args.model, checkpoint_every=10**9, **settings)
+        run = train.Run(config, images)
+        run.train_step()
+        times = [_timed(run.train_step) for _ in range(args.steps)]
+        step_s = statistics.median(times)
+        print(f"  {label}: {step_s:.2f} s/step, {config.batch / step_s:.1f} img/s, "
+              f"{train.QUICK_PRESET['steps']} steps = {train.QUICK_PRESET['steps'] * step_s / 60:.1f} min")
