@@ -13,6 +13,7 @@ import gradio as gr  # noqa: E402
 
 from studio.ui.engine_panel import build_engine_panel  # noqa: E402
 from studio.ui.explore import build_explore_tab  # noqa: E402
+from studio.ui.interpolate import build_interpolate_tab  # noqa: E402
 
 if TYPE_CHECKING:
     from studio.engine import Engine
@@ -48,6 +49,8 @@ def build_studio(engine: Engine) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Explore", id="explore-tab"):
                 build_explore_tab(demo, engine, keyframes)
+            with gr.Tab("Interpolate", id="interpolate-tab"):
+                build_interpolate_tab(demo, engine, keyframes)
         build_engine_panel(engine)
     # Generation events may run concurrently (the default limit is 1 per event): the engine only
     # batches requests that reach it together, so serialising events here would undo its batching.
