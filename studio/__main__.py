@@ -1,4 +1,4 @@
-"""Command line: ``python -m studio {serve,generate,models}``; ``--help`` on each command."""
+"""Command line: ``python -m studio COMMAND``; ``python -m studio --help`` lists them, ``--help`` on each explains it."""
 
 from __future__ import annotations
 
@@ -164,6 +164,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     launch(host=args.host, port=args.port)
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that make up a recipe besides its seed (read by ``generate_recipes``)."""
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
+    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
+    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
+    p.add_argument("--edit", help="semantic slider values, direction index = value, such as 0=3,2=-2")
+    p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
+                   help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(prog="python -m studio", description="GAN Studio command line.")
@@ -175,14 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", help="draw images from seeds", description="Draw one image per seed.")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
     p.add_argument("--seeds", default="0-7", help="seeds such as 0-7, 1,5,9 or 0-3,10 (default 0-7)")
-    p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
-    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
-    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
-    p.add_argument("--edit", help="semantic slider values, direction index = value, such as 0=3,2=-2")
-    p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
-                   help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+    add_recipe_arguments(p)
     p.add_argument("--recipe", help="regenerate the image of a recipe: a PNG saved by the studio or a JSON file")
     p.add_argument("--out", help="write the image here (several seeds: one grid PNG)")
     p.add_argument("--out-dir", help="write one PNG per seed (seed0005.png) into this folder")
@@ -192,14 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("interpolate", help="animate a path through seeds' images (GIF or MP4)",
                        description="Animate a path through the images of 2 to 16 seeds; write a GIF or an "
                                    "H.264 MP4 by --out's extension.")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
     p.add_argument("--seeds", required=True, help="the keyframes' seeds in path order, such as 1,5,9")
-    p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
-    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
-    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
-    p.add_argument("--edit", help="semantic slider values for every keyframe, such as 0=3,2=-2")
-    p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
-                   help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+    add_recipe_arguments(p)
     p.add_argument("--frames", type=int, default=12, help="frames per segment, 1 to 120 (default 12)")
     p.add_argument("--loop", action="store_true", help="add the segment from the last keyframe back to the first")
     p.add_argument("--mode", choices=["lerp", "slerp"], default="slerp", help="interpolation in z (default slerp)")

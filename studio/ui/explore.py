@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from studio import directions, zoo
+from studio.animation import MAX_KEYFRAMES
 from studio.engine import EngineBusy, EngineTimeout, GenerationError, Request, request_inputs
 from studio.media import grid
 from studio.recipe import Recipe, RecipeError, check_weights, read_recipe, request_for, save_png
@@ -33,7 +34,6 @@ VARIATIONS = 8
 DEFAULT_SLIDERS = 8
 STRIP_VALUES = (-3.0, 0.0, 3.0)
 HISTORY = 50
-MAX_KEYFRAMES = 16
 # The first impression: a painterly eye, with a little truncation for a cleaner image.
 DEFAULT_SEED = 2
 DEFAULT_TRUNCATION = 0.8
