@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,12 @@ class TrainResult:
     losses: dict[str, float]
 
 
+def scratch_config(config: TrainConfig) -> ModelConfig:
+    """The model config of a generator trained from scratch (base "none"): an unconditional DCGAN."""
+    arch = {"resolution": config.resolution, "z_dim": 100, "base_width": 64, "num_classes": 0}
+    return ModelConfig("dcgan", arch, title=config.out)
+
+
 def run_dir(name: str) -> Path:
     """Where a run's checkpoints live: ``STUDIO_HOME/runs/<name>``."""
     return studio_home() / "runs" / name
@@ -210,8 +216,7 @@ class Run:
     def _networks(self, resolution: int) -> tuple[ModelConfig, nn.Module, nn.Module]:
         cfg = self.config
         if cfg.base == "none":
-            arch = {"resolution": cfg.resolution, "z_dim": 100, "base_width": 64, "num_classes": 0}
-            model_config = ModelConfig("dcgan", arch, title=cfg.out)
+            model_config = scratch_config(cfg)
             g = build_generator(model_config)
             d_state = None
         else:
@@ -296,9 +301,9 @@ class Run:
             b_ema.copy_(b)
 
     @torch.no_grad()
-    def previews(self) -> np.ndarray:
-        """The EMA generator's images for the fixed preview seeds ``[8, H, W, 3]`` uint8."""
-        z = latent.seed_latents(PREVIEW_SEEDS, self.model_config.z_dim).to(self.device)
+    def previews(self, seeds: Iterable[int] = PREVIEW_SEEDS) -> np.ndarray:
+        """The EMA generator's images for fixed seeds ``[N, H, W, 3]`` uint8 (default: the preview seeds)."""
+        z = latent.seed_latents(seeds, self.model_config.z_dim).to(self.device)
         c = None if self.c is None else self.c.expand(len(z), -1).to(self.device)
         return to_uint8(self.g_ema(z, c))
 
@@ -371,7 +376,8 @@ def latest_checkpoint(name: str) -> Path | None:
 
 def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn | None = None,
              should_stop: Callable[[], bool] | None = None, resume: bool = False,
-             lineage: dict[str, Any] | None = None) -> TrainResult:
+             lineage: dict[str, Any] | None = None, sample_every: int = 0,
+             sample_fn: Callable[[int, np.ndarray], None] | None = None, samples: int = 64) -> TrainResult:
     """Train per ``config`` on ``images`` ``[N, 3, R, R]`` in [-1, 1].
 
     Args:
@@ -382,6 +388,10 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
         should_stop: Polled every step; when it returns True the run checkpoints and returns "stopped".
         resume: Continue from the run's latest checkpoint if there is one.
         lineage: Extra facts for the model's config (e.g. the dataset's size and SWD), merged in.
+        sample_every: Steps between calls of ``sample_fn`` (0 = never); it is also called at the end.
+        sample_fn: Called as ``sample_fn(step, images)`` with ``samples`` EMA-generator images
+            ``[samples, H, W, 3]`` uint8 (fixed seeds), e.g. to track a metric during training.
+        samples: How many images ``sample_fn`` gets.
 
     Returns:
         How the run ended; a finished run's model folder is ``STUDIO_HOME/models/<out>``.
@@ -402,8 +412,11 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
             raise FloatingPointError(f"training diverged at step {run.step} (losses {losses}); try a lower lr")
         if writer and run.step % config.checkpoint_every == 0:
             run.save_checkpoint(folder)
+        last = run.step == config.steps
+        if sample_fn and writer and ((sample_every and run.step % sample_every == 0) or last):
+            sample_fn(run.step, run.previews(range(samples)))
         if progress_fn and writer:
-            show = run.step % config.preview_every == 0 or run.step == config.steps
+            show = run.step % config.preview_every == 0 or last
             progress_fn(run.step, config.steps, losses, run.previews() if show else None)
     model_dir = None
     if writer:
@@ -423,9 +436,29 @@ def publish(run: Run, lineage: dict[str, Any]) -> Path:
     config = replace(run.model_config, title=cfg.out, lineage={**base, **lineage},
                      description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} "
                                  f"({len(run.images)} images, {run.step} steps).")
-    folder = models_dir() / cfg.out
+    return _write_model(cfg.out, config, run.g_ema, run.d.state_dict())
+
+
+def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: dict[str, torch.Tensor]) -> Path:
+    """A model folder with the generator, its config and the discriminator (for later fine-tunes)."""
+    folder = models_dir() / name
+    d_state = {k: v.detach().cpu().contiguous() for k, v in d_state.items()}
     with atomic_dir(folder) as tmp:
-        save_model(tmp, config, run.g_ema)
-        d_state = {k: v.detach().cpu().contiguous() for k, v in run.d.state_dict().items()}
+        save_model(tmp, config, generator)
         atomic_write(tmp / DISCRIMINATOR_FILE, lambda p: save_file(d_state, str(p)))
     return folder
+
+
+def export_checkpoint(path: Path, name: str) -> Path:
+    """Publish the EMA generator of checkpoint ``path`` as model ``name`` (a model folder), atomically."""
+    tensors, meta = load_state(path)
+    cfg = TrainConfig.from_dict(meta["config"])
+    model_config = scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
+    step = int(meta["step"])
+    config = replace(model_config, title=name, lineage={"base_model": cfg.base, "dataset": cfg.data, "steps": step,
+                                                        "loss": cfg.loss, "checkpoint": path.name},
+                     description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} ({step} steps).")
+    generator = build_generator(config)
+    generator.load_state_dict({k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+    d_state = {k[len("D.") :]: v for k, v in tensors.items() if k.startswith("D.")}
+    return _write_model(name, config, generator, d_state)

@@ -118,3 +118,15 @@ def test_diff_augment_is_seeded_differentiable_and_keeps_shape() -> None:
     assert ((kept >= 0.75) & (kept < 1)).all() and (kept == 0.75).any()
     with pytest.raises(ValueError, match="unknown augmentation"):
         diff_augment(ones, ("flip",))
+
+
+def test_any_checkpoint_can_be_saved_as_a_model(tiny: str) -> None:
+    result = train.finetune(config(tiny, "ck", steps=6, checkpoint_every=3, keep_checkpoints=5), synthetic_set())
+    early = result.run_dir / "checkpoints" / "step-0000003.safetensors"
+    folder = train.export_checkpoint(early, "ck-early")
+    cfg = load_config(folder)
+    assert cfg.lineage["steps"] == 3 and cfg.lineage["checkpoint"] == early.name and "ck-early" in zoo.model_names()
+    final = train.export_checkpoint(result.run_dir / "checkpoints" / "step-0000006.safetensors", "ck-final")
+    assert weights(final).keys() == weights(result.model_dir).keys()
+    assert all(torch.equal(weights(final)[k], weights(result.model_dir)[k]) for k in weights(final))
+    assert not all(torch.equal(weights(folder)[k], weights(final)[k]) for k in weights(final))
