@@ -13,10 +13,12 @@ import gradio as gr  # noqa: E402
 
 from studio.ui.engine_panel import build_engine_panel  # noqa: E402
 from studio.ui.explore import build_explore_tab  # noqa: E402
+from studio.ui.finetune import build_finetune_tab  # noqa: E402
 from studio.ui.interpolate import build_interpolate_tab  # noqa: E402
 
 if TYPE_CHECKING:
     from studio.engine import Engine
+    from studio.jobs import JobManager
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS_PATH = ASSETS / "studio.css"
@@ -41,8 +43,8 @@ HEADER = """
 """
 
 
-def build_studio(engine: Engine) -> gr.Blocks:
-    """Build the studio's Blocks (not launched); all generation goes through ``engine``."""
+def build_studio(engine: Engine, manager: JobManager) -> gr.Blocks:
+    """Build the studio's Blocks (not launched); generation goes through ``engine``, fine-tunes through ``manager``."""
     with gr.Blocks(title="GAN Studio") as demo:
         gr.HTML(HEADER)
         keyframes = gr.State([])  # recipe JSONs: Explore adds them, Interpolate animates them
@@ -51,6 +53,8 @@ def build_studio(engine: Engine) -> gr.Blocks:
                 build_explore_tab(demo, engine, keyframes)
             with gr.Tab("Interpolate", id="interpolate-tab"):
                 build_interpolate_tab(demo, engine, keyframes)
+            with gr.Tab("Fine-tune", id="finetune-tab"):
+                build_finetune_tab(demo, engine, manager)
         build_engine_panel(engine)
     # Generation events may run concurrently (the default limit is 1 per event): the engine only
     # batches requests that reach it together, so serialising events here would undo its batching.
@@ -61,8 +65,9 @@ def build_studio(engine: Engine) -> gr.Blocks:
 def launch(host: str | None = None, port: int | None = None, **kwargs) -> gr.Blocks:
     """Build the studio on a fresh engine and serve it (blocking unless ``prevent_thread_lock=True``)."""
     from studio.engine import Engine
+    from studio.jobs import JobManager
 
-    demo = build_studio(Engine())
+    demo = build_studio(Engine(), JobManager())
     demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

@@ -1,0 +1,259 @@
+"""Background fine-tune jobs: each in its own worker process, its state in files, queued per device.
+
+A job is a folder ``STUDIO_HOME/jobs/<id>/``:
+
+- ``job.json``: the training config, data set, status, timestamps, error (written by whoever changes
+  the status, atomically);
+- ``progress.json``: step, losses and SWD history, ETA (written by the worker, atomically);
+- ``previews.png``: the latest grid of the EMA generator's fixed seeds;
+- ``cancel``: present when the artist asked to stop.
+
+The web server only reads these files and starts workers (``python -m studio.jobs JOB_DIR``), so a
+closed tab or a restarted server loses nothing: on start, a job whose worker is gone is marked
+interrupted and can be resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from studio.storage import atomic_write_bytes, studio_home
+
+QUEUED, RUNNING, FINISHED, CANCELLED, FAILED, INTERRUPTED = (
+    "queued", "running", "finished", "cancelled", "failed", "interrupted")
+ACTIVE = (QUEUED, RUNNING)
+SWD_EVERY = 50  # steps between SWD measurements during a job
+SWD_SAMPLES = 64
+
+
+def jobs_dir() -> Path:
+    """``STUDIO_HOME/jobs``."""
+    return studio_home() / "jobs"
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A job file's document, or {} while it does not exist yet."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a finished child we have not reaped yet is a zombie: not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+class JobManager:
+    """Starts, queues, cancels and resumes jobs; one running job per device by default.
+
+    Args:
+        max_running: Jobs that may run at once (the worker processes share the device).
+        poll_s: How often the scheduler looks for finished workers and queued jobs.
+    """
+
+    def __init__(self, max_running: int = 1, poll_s: float = 0.5) -> None:
+        self.max_running = max_running
+        self.poll_s = poll_s
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._closed = threading.Event()
+        self._recover()
+        self._thread = threading.Thread(target=self._schedule_loop, name="studio-jobs", daemon=True)
+        self._thread.start()
+
+    # -- the artist's actions -------------------------------------------------------------------
+
+    def submit(self, config: Any, data: str) -> str:
+        """Queue a fine-tune of ``config`` (a ``train.TrainConfig``) on data set ``data``; returns the job id.
+
+        Raises:
+            ValueError: Another queued or running job already writes a model of that name.
+        """
+        for job in self.list():
+            if job["status"] in ACTIVE and job["config"]["out"] == config.out:
+                raise ValueError(f"job {job['id']} is already making a model called {config.out!r}")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        doc = {"id": job_id, "data": data, "config": json.loads(json.dumps(asdict(config))), "status": QUEUED,
+               "created": time.time(), "resume": False, "error": None, "pid": None, "model_dir": None}
+        _write_json(jobs_dir() / job_id / "job.json", doc)
+        self._schedule()
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job: a queued one at once, a running one at its next step (it keeps its checkpoints)."""
+        folder = jobs_dir() / job_id
+        with self._lock:
+            doc = read_json(folder / "job.json")
+            if doc.get("status") == QUEUED:
+                self._set(job_id, status=CANCELLED)
+            elif doc.get("status") == RUNNING:
+                atomic_write_bytes(folder / "cancel", b"")
+
+    def resume(self, job_id: str) -> None:
+        """Queue a cancelled, interrupted or failed job again, to continue from its last checkpoint."""
+        with self._lock:
+            doc = read_json(jobs_dir() / job_id / "job.json")
+            if doc.get("status") not in (CANCELLED, INTERRUPTED, FAILED):
+                raise ValueError(f"job {job_id} is {doc.get('status', 'unknown')}: only a stopped job can resume")
+            (jobs_dir() / job_id / "cancel").unlink(missing_ok=True)
+            self._set(job_id, status=QUEUED, resume=True, error=None)
+        self._schedule()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job's document, with its progress and queue position merged in."""
+        folder = jobs_dir() / job_id
+        doc = read_json(folder / "job.json")
+        if not doc:
+            raise KeyError(f"no job {job_id!r}")
+        doc["progress"] = read_json(folder / "progress.json")
+        doc["previews"] = str(folder / "previews.png") if (folder / "previews.png").is_file() else None
+        queued = [j["id"] for j in self.list() if j["status"] == QUEUED]
+        doc["queue_position"] = queued.index(job_id) + 1 if job_id in queued else None
+        return doc
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every job's ``job.json``, oldest first."""
+        root = jobs_dir()
+        docs = [read_json(p / "job.json") for p in sorted(root.iterdir())] if root.is_dir() else []
+        return [d for d in docs if d]
+
+    def close(self) -> None:
+        """Stop scheduling (running workers go on; a new manager adopts or marks them)."""
+        self._closed.set()
+        self._thread.join(timeout=5)
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def _set(self, job_id: str, **changes: Any) -> None:
+        path = jobs_dir() / job_id / "job.json"
+        _write_json(path, {**read_json(path), **changes})
+
+    def _recover(self) -> None:
+        """After a restart: a job marked running whose worker is gone was interrupted."""
+        for job in self.list():
+            if job["status"] == RUNNING and not _alive(job.get("pid")):
+                self._set(job["id"], status=INTERRUPTED, error="The studio stopped while this job ran; resume it "
+                          "to continue from its last checkpoint.")
+
+    def _schedule_loop(self) -> None:
+        while not self._closed.wait(self.poll_s):
+            self._schedule()
+
+    def _schedule(self) -> None:
+        with self._lock:
+            for job_id, proc in list(self._procs.items()):
+                if proc.poll() is not None:
+                    del self._procs[job_id]
+                    doc = read_json(jobs_dir() / job_id / "job.json")
+                    if doc.get("status") == RUNNING:  # the worker died without saying how
+                        self._set(job_id, status=FAILED, error=f"The worker process exited with code "
+                                  f"{proc.returncode} before finishing; its checkpoints are kept.")
+            jobs = self.list()
+            running = sum(j["status"] == RUNNING for j in jobs)
+            for job in jobs:
+                if running >= self.max_running:
+                    break
+                if job["status"] == QUEUED:
+                    self._start(job["id"])
+                    running += 1
+
+    def _start(self, job_id: str) -> None:
+        folder = jobs_dir() / job_id
+        log = open(folder / "worker.log", "ab")  # noqa: SIM115: the child process owns it from here
+        proc = subprocess.Popen([sys.executable, "-m", "studio.jobs", str(folder)], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "STUDIO_HOME": str(studio_home())})
+        log.close()
+        self._procs[job_id] = proc
+        self._set(job_id, status=RUNNING, pid=proc.pid, started=time.time())
+
+
+# -- the worker process -------------------------------------------------------------------------------
+
+
+def run_worker(folder: Path) -> int:
+    """Run the job in ``folder`` to its end, recording progress; returns the process exit status."""
+    import torch
+
+    from studio import data, metrics, train
+    from studio.media import grid, save_png
+
+    # Training yields the CPU to the web server, so the studio stays responsive while a job runs.
+    os.nice(10)
+    path = folder / "job.json"
+    job = read_json(path)
+
+    def set_status(**changes: Any) -> None:
+        _write_json(path, {**read_json(path), **changes})
+
+    try:
+        config = train.TrainConfig.from_dict(job["config"])
+        images = data.load_dataset(job["data"])
+        # A resumed job carries on its curves; a fresh one starts them.
+        progress = read_json(folder / "progress.json") if job.get("resume") else {}
+        history: list[dict[str, Any]] = progress.get("history", [])
+        swd: list[dict[str, float]] = progress.get("swd", [])
+        real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:SWD_SAMPLES]]
+        started, first_step = time.monotonic(), None
+
+        def on_progress(step: int, total: int, losses: dict[str, float], previews: np.ndarray | None) -> None:
+            nonlocal first_step
+            first_step = step if first_step is None else first_step
+            history.append({"step": step, **losses})
+            if previews is not None:
+                save_png(folder / "previews.png", grid(previews, cols=4))
+            rate = (time.monotonic() - started) / (step - first_step + 1)
+            _write_json(folder / "progress.json", {"step": step, "total": total, "losses": losses,
+                                                   "history": history, "swd": swd,
+                                                   "eta_s": rate * (total - step), "s_per_step": rate})
+
+        def on_samples(step: int, samples: np.ndarray) -> None:
+            score = metrics.swd(samples, real, generator=torch.Generator().manual_seed(0)).mean
+            swd.append({"step": step, "swd": score})
+
+        result = train.finetune(config, images, on_progress, lambda: (folder / "cancel").exists(),
+                                resume=bool(job.get("resume")), lineage={"dataset_images": len(images)},
+                                sample_every=SWD_EVERY, sample_fn=on_samples, samples=SWD_SAMPLES)
+    except Exception as e:  # anything: the artist reads it in the UI, the traceback goes to the log
+        traceback.print_exc()
+        set_status(status=FAILED, error=f"{type(e).__name__}: {e}")
+        return 1
+    if result.status == "stopped":
+        set_status(status=CANCELLED, step=result.step)
+    else:
+        set_status(status=FINISHED, step=result.step, model_dir=str(result.model_dir), finished=time.time())
+    return 0
+
+
+def main() -> None:
+    """``python -m studio.jobs JOB_DIR``: the worker process entry point."""
+    sys.exit(run_worker(Path(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The Fine-tune tab: upload artworks, start a background job, watch it learn, keep the model.
+
+The tab only reads job files and asks the JobManager to act, so training never runs in the web
+server's process and a closed tab or restarted server loses nothing: reopening the tab shows the
+latest job again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from studio import data, jobs, metrics, train, zoo
+from studio.engine import Request
+from studio.media import grid, to_uint8
+from studio.ui.explore import USER_ERRORS
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
+    from studio.jobs import JobManager
+
+REFRESH_S = 1.0
+PRESETS = {
+    "Quick": {**train.QUICK_PRESET},
+    "Standard": {"steps": 2000, "batch": 16, "freeze_g": 0},
+}
+MEMORIZATION_SAMPLES = 16
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text.strip()).strip("-_")[:64]
+
+
+def progress_html(job: dict[str, Any] | None) -> str:
+    """A progress bar with step, ETA and status for ``job`` (or a hint when there is none)."""
+    if not job:
+        return "<div class='job-bar empty'>No fine-tune yet: upload artworks, then Start.</div>"
+    p = job.get("progress") or {}
+    step, total = p.get("step", 0), p.get("total") or job["config"]["steps"]
+    pct = 100 * step / max(1, total)
+    status = job["status"]
+    extra = ""
+    if status == jobs.QUEUED and job.get("queue_position"):
+        extra = f" · position {job['queue_position']} in the queue"
+    elif status == jobs.RUNNING and p.get("eta_s") is not None:
+        eta = int(p["eta_s"])
+        extra = f" · {p.get('s_per_step', 0):.2f} s/step · ETA {eta // 60}:{eta % 60:02d}"
+    error = f"<div class='job-error'>{job['error']}</div>" if job.get("error") else ""
+    return (f"<div class='job-bar'><div class='job-fill' style='width:{pct:.1f}%'></div></div>"
+            f"<div class='job-line'><b>{status}</b> · step {step} / {total}{extra}</div>{error}")
+
+
+def curves(job: dict[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss curves (long format: step, loss, value) and the SWD curve (step, swd)."""
+    p = (job or {}).get("progress") or {}
+    rows = [{"step": h["step"], "loss": k, "value": v} for h in p.get("history", []) for k, v in h.items()
+            if k != "step"]
+    losses = pd.DataFrame(rows, columns=["step", "loss", "value"])
+    swd = pd.DataFrame(p.get("swd", []), columns=["step", "swd"])
+    return losses, swd
+
+
+def _job_choices(manager: JobManager) -> list[tuple[str, str]]:
+    return [(f"{j['id']} · {j['config']['out']} · {j['status']}", j["id"]) for j in reversed(manager.list())]
+
+
+def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager) -> None:
+    """Lay out the Fine-tune tab inside ``demo``; jobs go through ``manager``, previews through ``engine``."""
+    with gr.Row(equal_height=False, elem_id="finetune"):
+        with gr.Column(scale=1, min_width=320, elem_classes=["panel"]):
+            gr.Markdown("### 1 · Your artworks\nImages (PNG, JPEG, WebP, BMP, TIFF, GIF) and/or zip archives.")
+            uploads = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
+                              label="Drop artworks here", elem_id="ft-upload")
+            data_name = gr.Textbox(label="Data set name", placeholder="my-prints", elem_id="ft-data-name")
+            base = gr.Dropdown(zoo.model_names(), value=zoo.DEFAULT_MODEL, label="Base model",
+                               allow_custom_value=True, elem_id="ft-base")
+            ingest_button = gr.Button("Prepare data set", elem_id="ft-ingest")
+            report = gr.Markdown(elem_id="ft-report")
+            contact = gr.Image(label="Contact sheet", type="filepath", interactive=False, visible=False,
+                               elem_id="ft-contact")
+            gr.Markdown("### 2 · Training")
+            out_name = gr.Textbox(label="New model name", placeholder="my-eyes", elem_id="ft-out")
+            preset = gr.Radio(["Quick", "Standard", "Custom"], value="Quick", label="Preset",
+                              info="Quick: about 6 min on a 2-core CPU · Standard: longer, better",
+                              elem_id="ft-preset")
+            with gr.Group(visible=False, elem_id="ft-custom") as custom:
+                steps = gr.Number(300, label="Steps", precision=0, minimum=1, elem_id="ft-steps")
+                batch = gr.Number(16, label="Batch size", precision=0, minimum=1, elem_id="ft-batch")
+                lr = gr.Number(2e-4, label="Learning rate", elem_id="ft-lr")
+                loss = gr.Radio(list(train.LOSSES), value="logistic", label="Loss", elem_id="ft-loss")
+                augment = gr.Radio(["auto", "on", "off"], value="auto", label="DiffAugment", elem_id="ft-augment")
+                freeze_g = gr.Number(0, label="Frozen generator blocks", precision=0, minimum=0, elem_id="ft-freeze-g")
+                freeze_d = gr.Number(0, label="Frozen discriminator blocks (needs a pretrained one)", precision=0,
+                                     minimum=0, elem_id="ft-freeze-d")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="ft-start")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+                resume = gr.Button("Resume", elem_id="ft-resume")
+            job_picker = gr.Dropdown(_job_choices(manager), label="Jobs", elem_id="ft-jobs")
+        with gr.Column(scale=2, min_width=420):
+            bar = gr.HTML(progress_html(None), elem_id="ft-progress")
+            with gr.Row():
+                before = gr.Image(label="Before: the base model", type="numpy", format="png", interactive=False,
+                                  elem_id="ft-before", elem_classes=["strip"])
+                now = gr.Image(label="Now: the fine-tune (EMA weights), same seeds", type="filepath",
+                               interactive=False, elem_id="ft-now", elem_classes=["strip"])
+            with gr.Row():
+                loss_plot = gr.LinePlot(x="step", y="value", color="loss", title="Losses", height=220,
+                                        elem_id="ft-losses")
+                swd_plot = gr.LinePlot(x="step", y="swd", title="SWD to your set (lower is closer)", height=220,
+                                       elem_id="ft-swd")
+            with gr.Accordion("Keep the model · check for memorised images", open=True):
+                with gr.Row():
+                    checkpoint = gr.Dropdown([], label="Checkpoint", elem_id="ft-checkpoint", scale=2)
+                    save_name = gr.Textbox(label="Save as model named", elem_id="ft-save-name", scale=2)
+                    save = gr.Button("Save as model", elem_id="ft-save", scale=1)
+                memorize = gr.Button("Memorization check: samples beside their nearest training images",
+                                     elem_id="ft-memorize")
+                pairs = gr.Gallery(columns=8, height="auto", format="png", elem_id="ft-pairs",
+                                   label="Sample · nearest artwork (distance)")
+    job_id = gr.State(None)
+    timer = gr.Timer(REFRESH_S)
+
+    def run(request: Request) -> np.ndarray:
+        try:
+            return engine.generate(request)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from None
+
+    def prepare(files: list[str] | None, name: str, base_model: str):
+        if not files:
+            raise gr.Error("Drop some artworks (images or zip archives) first.")
+        name = _slug(name) or "my-set"
+        try:
+            resolution = zoo.model_config(base_model).resolution
+            result = data.ingest([Path(f) for f in files], name, resolution)
+        except data.NoUsableImages as e:
+            reasons = "; ".join(f"{Path(r.source).name}: {r.reason}" for r in e.rejected[:10])
+            raise gr.Error(f"None of these files can be used ({reasons}).") from None
+        except (ValueError, zoo.ModelUnavailable) as e:
+            raise gr.Error(str(e)) from None
+        lines = [f"**{len(result.kept)} kept**, {len(result.rejected)} rejected → data set `{name}` "
+                 f"at {resolution}px."]
+        lines += [f"- `{Path(r.source).name}`: {r.reason}" for r in result.rejected[:50]]
+        sheet = result.dataset / "contact.png"
+        return "\n".join(lines), name, gr.update(value=str(sheet), visible=sheet.is_file())
+
+    ingest_button.click(prepare, [uploads, data_name, base], [report, data_name, contact], api_visibility="private")
+    preset.change(lambda p: gr.update(visible=p == "Custom"), preset, custom, queue=False, api_visibility="private")
+
+    def begin(name: str, base_model: str, out: str, chosen: str, *custom_values: Any):
+        if not name or not data.dataset_dir(name).is_dir():
+            raise gr.Error("Prepare a data set first (step 1).")
+        out = _slug(out) or f"{_slug(base_model)}-{name}"
+        if out in zoo.model_names():
+            raise gr.Error(f"A model called {out!r} exists already: choose another name.")
+        n_steps, n_batch, rate, loss_kind, aug, fg, fd = custom_values
+        settings = PRESETS.get(chosen) or {"steps": int(n_steps), "batch": int(n_batch), "lr": float(rate),
+                                           "loss": loss_kind, "augment": aug, "freeze_g": int(fg),
+                                           "freeze_d": int(fd)}
+        try:
+            config = train.TrainConfig(data=name, out=out, base=base_model, **settings)
+            new_id = manager.submit(config, name)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return new_id, gr.update(choices=_job_choices(manager), value=new_id), base_preview(base_model)
+
+    def base_preview(base_model: str) -> np.ndarray:
+        # The same fixed seeds and class blend as the training previews, from the base model.
+        return grid(run(Request(base_model, train.PREVIEW_SEEDS)), cols=4)
+
+    start.click(begin, [data_name, base, out_name, preset, steps, batch, lr, loss, augment, freeze_g, freeze_d],
+                [job_id, job_picker, before], api_visibility="private")
+
+    def act(action: str, current: str | None):
+        if not current:
+            raise gr.Error("Pick a job first.")
+        try:
+            getattr(manager, action)(current)
+        except (ValueError, KeyError) as e:
+            raise gr.Error(str(e)) from None
+        return gr.update(choices=_job_choices(manager), value=current)
+
+    cancel.click(lambda j: act("cancel", j), job_id, job_picker, api_visibility="private")
+    resume.click(lambda j: act("resume", j), job_id, job_picker, api_visibility="private")
+
+    def pick(chosen: str | None):
+        if not chosen:
+            return None, None
+        job = manager.get(chosen)
+        base_model = job["config"]["base"]
+        return chosen, base_preview(base_model) if base_model != "none" else None
+
+    job_picker.input(pick, job_picker, [job_id, before], api_visibility="private")
+
+    def refresh(current: str | None):
+        if not current:
+            return [progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+        try:
+            job = manager.get(current)
+        except KeyError:
+            return [progress_html(None), None, gr.skip(), gr.skip(), gr.skip()]
+        losses, swd = curves(job)
+        found = sorted((train.run_dir(job["config"]["out"]) / "checkpoints").glob("step-*.safetensors"))
+        return [progress_html(job), job["previews"], losses, swd,
+                gr.update(choices=[p.name for p in reversed(found)])]
+
+    timer.tick(refresh, job_id, [bar, now, loss_plot, swd_plot, checkpoint], api_visibility="private",
+               show_progress="hidden")
+
+    def save_checkpoint(current: str | None, chosen: str | None, name: str) -> str:
+        if not current or not chosen:
+            raise gr.Error("Pick a job and one of its checkpoints.")
+        name = _slug(name)
+        if not name or name in zoo.model_names():
+            raise gr.Error("Give the model a new name (letters, digits, - and _).")
+        job = manager.get(current)
+        path = train.run_dir(job["config"]["out"]) / "checkpoints" / chosen
+        folder = train.export_checkpoint(path, name)
+        gr.Info(f"Saved {name}: it is in the Explore and Interpolate model pickers now.")
+        return str(folder)
+
+    save.click(save_checkpoint, [job_id, checkpoint, save_name], None, api_visibility="private")
+
+    def check_memorization(current: str | None):
+        if not current:
+            raise gr.Error("Pick a job first.")
+        job = manager.get(current)
+        model_name = job["config"]["out"]
+        if model_name not in zoo.model_names():
+            raise gr.Error("The job has no model yet: let it finish, or save a checkpoint as a model.")
+        samples = run(Request(model_name, tuple(range(MEMORIZATION_SAMPLES))))
+        real = data.load_dataset(job["data"])
+        found = metrics.memorization(samples, real)
+        items = []
+        for sample, index, distance in zip(samples, found.indices.tolist(), found.distances.tolist()):
+            copy = " · NEAR-COPY" if distance < found.threshold else ""
+            items += [(sample, "sample"), (to_uint8(real[index : index + 1])[0], f"nearest {distance:.3f}{copy}")]
+        gr.Info(f"{found.fraction:.0%} of {len(samples)} samples are near-copies of a training image "
+                f"(distance below {found.threshold}).")
+        return items
+
+    memorize.click(check_memorization, job_id, pairs, api_visibility="private")
+
+    # A reopened tab (or a restarted server) shows the latest job again.
+    def latest():
+        listed = manager.list()
+        if not listed:
+            return None, gr.update(choices=[]), None
+        newest, preview = pick(listed[-1]["id"])
+        return newest, gr.update(choices=_job_choices(manager), value=newest), preview
+
+    demo.load(latest, None, [job_id, job_picker, before], api_visibility="private")

@@ -1,0 +1,131 @@
+"""Background fine-tune jobs in real worker processes: finish, cancel, restart, crash."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio import data, jobs, train, zoo
+
+pytestmark = pytest.mark.slow
+
+
+def make_dataset(tmp_path: Path, name: str = "prints", n: int = 12) -> str:
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        path = tmp_path / f"art{i}.png"
+        ramp = np.linspace(0, 255, 48, dtype=np.float32)
+        img = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (48, 1)), np.full((48, 48), 40 * (i % 5))], -1)
+        Image.fromarray((img + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)).save(path)
+        files.append(path)
+    data.ingest(files, name, resolution=32)
+    return name
+
+
+def wait_for(manager: jobs.JobManager, job_id: str, done, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = manager.get(job_id)
+        if done(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; last state {manager.get(job_id)}")
+
+
+def settled(job: dict) -> bool:
+    return job["status"] not in jobs.ACTIVE
+
+
+@pytest.fixture
+def manager(home: Path):
+    m = jobs.JobManager(poll_s=0.2)
+    yield m
+    m.close()
+
+
+def config(tiny: str, out: str, steps: int, **kwargs) -> train.TrainConfig:
+    return train.TrainConfig(data="prints", out=out, base=tiny, steps=steps, batch=4, checkpoint_every=5,
+                             preview_every=5, **kwargs)
+
+
+def test_a_job_runs_in_a_worker_and_its_model_becomes_pickable(tiny: str, tmp_path: Path, manager) -> None:
+    make_dataset(tmp_path)
+    job_id = manager.submit(config(tiny, "learned", 12), "prints")
+    job = wait_for(manager, job_id, settled)
+    assert job["status"] == jobs.FINISHED, job
+    assert job["pid"] != os.getpid()  # trained in another process
+    assert "learned" in zoo.model_names() and zoo.model_config("learned").lineage["dataset"] == "prints"
+    progress = job["progress"]
+    assert progress["step"] == 12 and [h["step"] for h in progress["history"]] == list(range(1, 13))
+    assert progress["swd"] and progress["swd"][-1]["step"] == 12 and progress["swd"][-1]["swd"] > 0
+    assert Image.open(job["previews"]).size == (4 * 32 + 3 * 2, 2 * 32 + 2)  # the 8 preview seeds, 4 a row
+
+
+def test_queued_jobs_wait_their_turn_and_cancel_stops_a_running_one(tiny: str, tmp_path: Path, manager) -> None:
+    make_dataset(tmp_path)
+    first = manager.submit(config(tiny, "long", 100_000), "prints")
+    second = manager.submit(config(tiny, "next", 5), "prints")
+    wait_for(manager, first, lambda j: j["status"] == jobs.RUNNING and j["progress"].get("step", 0) >= 6)
+    assert manager.get(second)["status"] == jobs.QUEUED and manager.get(second)["queue_position"] == 1
+    asked = time.monotonic()
+    manager.cancel(first)
+    stopped = wait_for(manager, first, settled, timeout=30)
+    assert stopped["status"] == jobs.CANCELLED and time.monotonic() - asked < 10
+    assert train.latest_checkpoint("long") is not None  # its work is kept
+    assert "long" not in zoo.model_names()
+    done = wait_for(manager, second, settled)  # the queue moves on
+    assert done["status"] == jobs.FINISHED
+
+
+def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str, tmp_path: Path, home: Path) -> None:
+    make_dataset(tmp_path)
+    first = jobs.JobManager(poll_s=0.2)
+    job_id = first.submit(config(tiny, "survivor", 60), "prints")
+    job = wait_for(first, job_id, lambda j: j["progress"].get("step", 0) >= 11)
+    first.close()
+    os.kill(job["pid"], signal.SIGKILL)  # the server and its worker die together
+    time.sleep(0.5)
+
+    second = jobs.JobManager(poll_s=0.2)
+    try:
+        interrupted = second.get(job_id)
+        assert interrupted["status"] == jobs.INTERRUPTED and "resume" in interrupted["error"]
+        checkpoint = train.latest_checkpoint("survivor")
+        assert checkpoint is not None and int(checkpoint.stem.split("-")[1]) >= 10
+        second.resume(job_id)
+        done = wait_for(second, job_id, settled)
+        assert done["status"] == jobs.FINISHED and done["progress"]["step"] == 60
+        steps = [h["step"] for h in done["progress"]["history"]]
+        assert steps[-1] == 60 and steps == sorted(steps)
+    finally:
+        second.close()
+
+
+def test_a_crashing_job_reports_its_error_and_keeps_its_checkpoints(tiny: str, tmp_path: Path, manager) -> None:
+    make_dataset(tmp_path)
+    job_id = manager.submit(config(tiny, "fragile", 100_000), "prints")
+    wait_for(manager, job_id, lambda j: j["progress"].get("step", 0) >= 6)
+    manager.cancel(job_id)
+    wait_for(manager, job_id, settled)
+    kept = sorted(p.name for p in (train.run_dir("fragile") / "checkpoints").iterdir())
+    # The data set disappears; resuming then fails inside the worker.
+    data.dataset_dir("prints").joinpath("manifest.json").unlink()
+    manager.resume(job_id)
+    failed = wait_for(manager, job_id, settled)
+    assert failed["status"] == jobs.FAILED
+    assert "no data set named 'prints'" in failed["error"]
+    assert sorted(p.name for p in (train.run_dir("fragile") / "checkpoints").iterdir()) == kept
+
+
+def test_two_jobs_for_one_model_name_are_refused(tiny: str, tmp_path: Path, manager) -> None:
+    make_dataset(tmp_path)
+    manager.submit(config(tiny, "twin", 100_000), "prints")
+    with pytest.raises(ValueError, match="already making a model called 'twin'"):
+        manager.submit(config(tiny, "twin", 5), "prints")
+    for job in manager.list():
+        manager.cancel(job["id"])
