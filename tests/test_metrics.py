@@ -212,3 +212,39 @@ def test_empty_inputs_are_refused(dataset: np.ndarray) -> None:
         nearest_neighbours(dataset[:2], dataset[:0])
     with pytest.raises(ValueError, match="no samples"):
         memorization(dataset[:0], dataset)
+
+
+# --- Command line ------------------------------------------------------------------------------------
+
+
+def test_metrics_command_prints_swd_and_near_copies(tiny: str, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from studio import data
+    from studio.__main__ import main
+    from studio.engine import Engine, Request
+
+    with Engine() as engine:  # the data set: the very images the command will draw (seeds 0-7)
+        own = engine.generate(Request(tiny, seeds=tuple(range(8))))
+    monkeypatch.setattr(data, "load_dataset", lambda name: torch.from_numpy(own).permute(0, 3, 1, 2) / 127.5 - 1)
+    assert main(["metrics", "--model", tiny, "--data", "own", "--samples", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SWD x1e3, 8 samples of tiny vs 8 images of own")
+    assert [line.split()[0] for line in out[1:4]] == ["32px", "16px", "mean"]
+    expected = swd(own, own, generator=seeded())
+    assert float(out[3].split()[1]) == pytest.approx(expected.mean, abs=0.05)
+    assert out[4].startswith("near-copies: 100.0% of samples")
+    monkeypatch.setattr(data, "load_dataset", lambda name: noise(4, 64, 0))
+    assert main(["metrics", "--model", tiny, "--data", "big", "--samples", "8"]) == 2
+    assert "the data set is 64px but tiny draws 32px" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--model", "nope", "--data", "x"], "unknown model 'nope'"),
+                                               (["--model", "tiny", "--data", "nope"], "no data set named 'nope'"),
+                                               (["--model", "tiny", "--data", "x", "--samples", "0"], "at least 1")])
+def test_metrics_command_bad_input_exits_2(tiny: str, args: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from studio.__main__ import main
+
+    assert main(["metrics", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
