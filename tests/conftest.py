@@ -87,11 +87,12 @@ def tiny_home(home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def converted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A studio home holding the converted default model, converted once per test session."""
+    """A studio home holding the converted default model (converted once per session) and the tiny model."""
     path = tmp_path_factory.mktemp("converted-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_HOME", str(path))
         zoo.model_folder(zoo.DEFAULT_MODEL)
+    make_tiny_model(path)  # for the studio's fine-tune tests, which need a model that trains in seconds
     return path
 
 

@@ -138,3 +138,38 @@ def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> N
         page.wait_for_function(f"() => document.querySelector('#seed input').value === '{seed}'")
         expected = eyes_engine.generate(Request("omniart-eyes", (seed,), {"amber": 1.0}, DEFAULT_TRUNCATION))[0]
         assert np.array_equal(shown_pixels(page), expected)
+
+
+def test_a_fine_tune_from_upload_to_live_previews_to_cancel(page: Page, tmp_path) -> None:
+    files = []
+    for i in range(6):
+        path = tmp_path / f"art{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
+        files.append(str(path))
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.set_input_files("#ft-upload input[type=file]", files)
+    page.locator("#ft-data-name textarea, #ft-data-name input").first.fill("noise-prints")
+    page.locator("#ft-base input").fill("tiny")
+    page.locator("#ft-base input").press("Enter")
+    page.click("#ft-ingest")
+    page.wait_for_function("() => document.querySelector('#ft-report').innerText.includes('6 kept')",
+                           timeout=60_000)
+    page.locator("#ft-out textarea, #ft-out input").first.fill("noise-eyes")
+    page.get_by_label("Custom").check()
+    page.fill("#ft-steps input", "100000")
+    page.press("#ft-steps input", "Enter")
+    page.fill("#ft-batch input", "4")
+    page.press("#ft-batch input", "Enter")
+    page.click("#ft-start")
+    page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('running')",
+                           timeout=60_000)
+    page.wait_for_selector("#ft-now img", timeout=60_000)
+    first_preview = page.get_attribute("#ft-now img", "src")
+    page.wait_for_function(f"() => document.querySelector('#ft-now img')?.getAttribute('src') !== {first_preview!r}",
+                           timeout=60_000)  # the live grid refreshes as the model learns
+    step = lambda: int(page.inner_text("#ft-progress").split("step ")[1].split(" ")[0])  # noqa: E731
+    seen = step()
+    page.wait_for_function(f"() => /step (\\d+)/.exec(document.querySelector('#ft-progress').innerText)[1] > {seen}")
+    page.click("#ft-cancel")
+    page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('cancelled')",
+                           timeout=30_000)
