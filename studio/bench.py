@@ -15,6 +15,8 @@ plain forward pass, and the time to compute each kind of semantic direction.
 ``finetune``: seconds per training step and images per second at the default model's resolution and
 batch size, for the full discriminator and for the quick preset.
 
+``responsive``: the studio's generation latency with and without a fine-tune job running beside it.
+
 ``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from studio import directions, zoo
+from studio import directions, media, zoo
 from studio.engine import Engine, Request, default_device, generate, prepare, request_inputs, run_generator
 from studio.zoo import LoadedModel
 
@@ -95,6 +97,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="base model (see: python -m studio models)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting (default 5)")
     p.set_defaults(func=cmd_bench_finetune)
+
+    p = kinds.add_parser("responsive", help="generation latency while a fine-tune job runs",
+                         description="p50/p95 of single-image requests through the engine, first alone, then "
+                         "while a quick-preset fine-tune of the model runs in its worker process (on a "
+                         "random 64-image set in a temporary studio home).")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--requests", type=int, default=60, help="requests timed in each phase (default 60)")
+    p.set_defaults(func=cmd_bench_responsive)
 
     p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
                          description="Launch the studio (python app.py) and time until a real Chromium shows "
@@ -370,3 +380,38 @@ def cmd_bench_finetune(args: argparse.Namespace) -> None:
         step_s = statistics.median(times)
         print(f"  {label}: {step_s:.2f} s/step, {config.batch / step_s:.1f} img/s, "
               f"{train.QUICK_PRESET['steps']} steps = {train.QUICK_PRESET['steps'] * step_s / 60:.1f} min")
+
+
+def cmd_bench_responsive(args: argparse.Namespace) -> None:
+    """Print engine latency percentiles without and with a running fine-tune job."""
+    from studio import data, jobs, train
+
+    def latencies(engine: Engine) -> tuple[float, float]:
+        times = [_timed(lambda s=s: engine.generate(Request(args.model, (s,)))) for s in range(args.requests)]
+        return _percentiles_ms(times)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["STUDIO_HOME"] = tmp  # the job's worker inherits it
+        resolution = zoo.model_config(args.model).resolution
+        rng = np.random.default_rng(0)
+        images = [(f"art{i}.png", media.png_bytes(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)))
+                  for i in range(64)]
+        data.ingest(images, "bench", resolution)
+        with Engine(timeout_s=600) as engine:
+            latencies(engine)  # warm-up: load the model
+            alone = latencies(engine)
+            manager = jobs.JobManager()
+            settings = {**train.QUICK_PRESET, "steps": 10**6}
+            job_id = manager.submit(train.TrainConfig(data="bench", out="bench-job", base=args.model, **settings),
+                                    "bench")
+            while manager.get(job_id)["progress"].get("step", 0) < 3:
+                time.sleep(0.5)
+            busy = latencies(engine)
+            step_s = manager.get(job_id)["progress"]["s_per_step"]
+            manager.cancel(job_id)
+            while manager.get(job_id)["status"] in jobs.ACTIVE:
+                time.sleep(0.5)
+            manager.close()
+    print(f"{args.model}: single-image requests through the engine, {args.requests} each")
+    print(f"  no job running:        p50 {alone[0]:.1f} ms  p95 {alone[1]:.1f} ms")
+    print(f"  fine-tune job running: p50 {busy[0]:.1f} ms  p95 {busy[1]:.1f} ms  (job at {step_s:.2f} s/step)")
