@@ -418,6 +418,8 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
         if progress_fn and writer:
             show = run.step % config.preview_every == 0 or last
             progress_fn(run.step, config.steps, losses, run.previews() if show else None)
+    if run.world > 1:
+        _check_replicas(run.g)
     model_dir = None
     if writer:
         if run.step % config.checkpoint_every:
@@ -426,6 +428,15 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
     if run.world > 1:
         dist.barrier()
     return TrainResult("finished", run.step, folder, model_dir, losses)
+
+
+def _check_replicas(module: nn.Module) -> None:
+    """Raise unless every process ends with the same weights: data parallelism must keep replicas equal."""
+    digest = torch.stack([p.detach().double().sum() for p in module.parameters()]).cpu()
+    gathered = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, digest)
+    if not all(torch.allclose(g, digest, rtol=1e-9, atol=0) for g in gathered):
+        raise RuntimeError("data-parallel replicas diverged: the processes ended with different weights")
 
 
 def publish(run: Run, lineage: dict[str, Any]) -> Path:
