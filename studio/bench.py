@@ -57,6 +57,10 @@ def _client_counts(text: str) -> list[int]:
     return counts
 
 
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and its ``engine`` benchmark on the studio's sub-command parser."""
     bench = sub.add_parser("bench", help="measure performance", description="Performance benchmarks.")
@@ -67,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Throughput and latency of single-image clients served naively (one at a time, "
         "behind a lock) and by the batched engine, against a batch-64 ceiling; plus roofline figures.",
     )
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    _model_arguments(p)
     p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client counts (default 1,4,16)")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
@@ -76,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = kinds.add_parser("forward", help="ms per image at several batch sizes",
                          description="Median milliseconds per image of forward passes at each batch size.")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    _model_arguments(p)
     p.add_argument("--batches", type=_client_counts, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
@@ -85,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("sliders", help="one slider move vs one plain forward pass; direction compute times",
                          description="p50/p95 of one slider move (request to image, through the engine) against "
                          "one plain batch-1 forward pass, and the time to compute SeFa and PCA directions.")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    _model_arguments(p)
     p.add_argument("--moves", type=int, default=60, help="slider moves to time (default 60)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.set_defaults(func=cmd_bench_sliders)
@@ -94,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          description="Median seconds per fine-tuning step (one D and one G step) and images per "
                          "second on random images at the model's resolution, with a full-width fresh "
                          "discriminator and with the quick preset.")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="base model (see: python -m studio models)")
+    _model_arguments(p)
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting (default 5)")
     p.set_defaults(func=cmd_bench_finetune)
 
@@ -102,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          description="p50/p95 of single-image requests through the engine, first alone, then "
                          "while a quick-preset fine-tune of the model runs in its worker process (on a "
                          "random 64-image set in a temporary studio home).")
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    _model_arguments(p)
     p.add_argument("--requests", type=int, default=60, help="requests timed in each phase (default 60)")
     p.set_defaults(func=cmd_bench_responsive)
 
