@@ -125,6 +125,31 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(frames)} frames, {len(frames) / args.fps:.1f} s at {args.fps:g} fps)")
 
 
+def cmd_ingest(args: argparse.Namespace) -> None:
+    """Turn image files, folders and zip archives into a named data set; print what was kept and rejected."""
+    import json
+
+    from studio import data
+    from studio.storage import atomic_write_bytes
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {missing[0]}")
+    resolution = args.resolution or zoo.model_config(zoo.DEFAULT_MODEL).resolution
+    try:
+        report = data.ingest([Path(p) for p in args.paths], args.name, resolution, background=args.background,
+                             fit=args.fit)
+    except data.NoUsableImages as e:
+        for r in e.rejected:
+            print(f"  rejected {r.source}: {r.reason}")
+        raise UsageError(str(e)) from None
+    print(f"kept {len(report.kept)} images, rejected {len(report.rejected)}; wrote {report.dataset}")
+    for r in report.rejected:
+        print(f"  rejected {r.source}: {r.reason}")
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(report.to_json(), indent=2).encode())
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model on an ingested data set, with a progress bar; the result is a new model."""
     from tqdm import tqdm
@@ -240,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output side in pixels, a multiple of the model's resolution (default: the resolution)")
     p.add_argument("--out", required=True, help="the animation file: NAME.gif or NAME.mp4")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("ingest", help="make a data set from image files, folders and zip archives",
+                       description="Check, square, resize and de-duplicate images (PNG, JPEG, WebP, BMP, TIFF, GIF; "
+                                   "files, folders or zip archives) into a data set for finetune; every rejected "
+                                   "input is listed with its reason.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders and zip archives")
+    p.add_argument("--name", required=True, help="data set name: letters, digits, - and _ (replaces one of that name)")
+    p.add_argument("--resolution", type=int, metavar="R",
+                   help="side of the square images (default: the default model's, 128)")
+    p.add_argument("--background", choices=["white", "black"], default="white",
+                   help="colour under transparency and around padded images (default white)")
+    p.add_argument("--fit", choices=["crop", "pad"], default="crop",
+                   help="crop the centre square (default) or pad the whole image to a square")
+    p.add_argument("--json", metavar="FILE", help="also write the report here: {dataset, kept, rejected}")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("finetune", help="fine-tune a model on an ingested data set",
                        description="Fine-tune a model on a data set made by 'ingest'. Without --steps, the quick "
