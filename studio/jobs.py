@@ -34,6 +34,7 @@ from studio.storage import atomic_write_bytes, studio_home
 QUEUED, RUNNING, FINISHED, CANCELLED, FAILED, INTERRUPTED = (
     "queued", "running", "finished", "cancelled", "failed", "interrupted")
 ACTIVE = (QUEUED, RUNNING)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SWD_EVERY = 50  # steps between SWD measurements during a job
 SWD_SAMPLES = 64
 
@@ -186,8 +187,10 @@ class JobManager:
     def _start(self, job_id: str) -> None:
         folder = jobs_dir() / job_id
         log = open(folder / "worker.log", "ab")  # noqa: SIM115: the child process owns it from here
+        # Run from the project root so ``-m studio.jobs`` resolves whatever the server's working directory.
         proc = subprocess.Popen([sys.executable, "-m", "studio.jobs", str(folder)], stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "STUDIO_HOME": str(studio_home())})
+                                stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                                env={**os.environ, "STUDIO_HOME": str(studio_home())})
         log.close()
         self._procs[job_id] = proc
         self._set(job_id, status=RUNNING, pid=proc.pid, started=time.time())

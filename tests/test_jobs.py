@@ -42,7 +42,8 @@ def settled(job: dict) -> bool:
 
 
 @pytest.fixture
-def manager(home: Path):
+def manager(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # a server started from anywhere still finds the worker module
     m = jobs.JobManager(poll_s=0.2)
     yield m
     m.close()

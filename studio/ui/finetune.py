@@ -75,7 +75,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager) -> 
         with gr.Column(scale=1, min_width=320, elem_classes=["panel"]):
             gr.Markdown("### 1 · Your artworks\nImages (PNG, JPEG, WebP, BMP, TIFF, GIF) and/or zip archives.")
             uploads = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
-                              label="Drop artworks here", elem_id="ft-upload")
+                              label="Drop artworks here", height=220, elem_id="ft-upload")
             data_name = gr.Textbox(label="Data set name", placeholder="my-prints", elem_id="ft-data-name")
             base = gr.Dropdown(zoo.model_names(), value=zoo.DEFAULT_MODEL, label="Base model",
                                allow_custom_value=True, elem_id="ft-base")
@@ -200,17 +200,18 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager) -> 
 
     def refresh(current: str | None):
         if not current:
-            return [progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+            return [progress_html(None), *[gr.skip()] * 5]
         try:
             job = manager.get(current)
         except KeyError:
-            return [progress_html(None), None, gr.skip(), gr.skip(), gr.skip()]
+            return [progress_html(None), None, *[gr.skip()] * 4]
         losses, swd = curves(job)
         found = sorted((train.run_dir(job["config"]["out"]) / "checkpoints").glob("step-*.safetensors"))
         return [progress_html(job), job["previews"], losses, swd,
-                gr.update(choices=[p.name for p in reversed(found)])]
+                gr.update(choices=[p.name for p in reversed(found)]),
+                gr.update(choices=_job_choices(manager), value=current)]
 
-    timer.tick(refresh, job_id, [bar, now, loss_plot, swd_plot, checkpoint], api_visibility="private",
+    timer.tick(refresh, job_id, [bar, now, loss_plot, swd_plot, checkpoint, job_picker], api_visibility="private",
                show_progress="hidden")
 
     def save_checkpoint(current: str | None, chosen: str | None, name: str) -> str:
