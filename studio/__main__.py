@@ -213,6 +213,45 @@ def cmd_metrics(args: argparse.Namespace) -> None:
           f"closest sample {report.distances.min().item():.3f})")
 
 
+def cmd_pull(args: argparse.Namespace) -> None:
+    """Download a model from the Hugging Face Hub (or the local Hugging Face cache) and register it."""
+    from studio import hub
+
+    try:
+        pulled = hub.pull(args.repo, args.revision)
+    except hub.HubError as e:
+        raise UsageError(str(e)) from None
+    print(f"pulled {pulled.name} (commit {pulled.commit[:12]}) into {pulled.folder}; "
+          f"try: python -m studio generate --model {pulled.name} --seeds 0-7 --out grid.png")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    """Upload a model with a sample grid and a model card to the Hub, or write that upload to a folder."""
+    from studio import hub
+
+    if args.dry_run != bool(args.out):
+        raise UsageError("--dry-run and --out DIR go together: the dry run writes the upload into DIR")
+    try:
+        if args.dry_run:
+            files = hub.write_upload(args.model, args.repo, Path(args.out))
+            print(f"wrote the upload of {args.model} as {args.repo} to {args.out}: {', '.join(files)}; "
+                  f"nothing was sent")
+        else:
+            url = hub.push(args.model, args.repo, os.environ.get("HF_TOKEN"), private=args.private)
+            print(f"pushed {args.model} to {url}")
+    except hub.HubError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """Convert a DCGAN-tutorial generator state dict file into a studio model."""
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
+    folder = zoo.import_tutorial_file(Path(args.path), args.name, args.resolution, args.latent, classes,
+                                      license=args.license, author=args.author, source=args.source)
+    print(f"imported {args.path} as model {args.name} into {folder}; "
+          f"try: python -m studio generate --model {args.name} --seeds 0-7 --out grid.png")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Launch the browser studio."""
     from studio.ui import launch
@@ -314,6 +353,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=500, help="images to draw, seeds 0 to N-1 (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SWD's patch and direction draws (default 0)")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub",
+                       description="Download config.json, model.safetensors and the card of a GAN Studio model "
+                                   "repository (offline: from the local Hugging Face cache, HF_HUB_CACHE), check them "
+                                   "and register the model as OWNER/NAME. Pickled weights are refused unread.")
+    p.add_argument("repo", metavar="OWNER/NAME", help="the model repository")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="upload a model and its model card to the Hugging Face Hub",
+                       description="Upload config.json, model.safetensors, a sample grid and a model card as one "
+                                   "commit; the token comes from HF_TOKEN and is never stored.")
+    p.add_argument("model", metavar="MODEL", help="model name (see: python -m studio models)")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the model repository (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="upload nothing: write the upload into --out")
+    p.add_argument("--out", metavar="DIR", help="with --dry-run: a new or empty folder for the upload")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("import", help="turn a DCGAN-tutorial generator file into a model",
+                       description="Convert a PyTorch DCGAN-tutorial generator state dict (main.N.* tensors, or a "
+                                   "checkpoint holding it as netG_state_dict) into a model folder. The file is read "
+                                   "with torch.load(weights_only=True): pickled objects are refused.")
+    p.add_argument("path", metavar="PATH", help="the .pth/.pt/.tar file")
+    p.add_argument("--name", required=True, help="name of the new model")
+    p.add_argument("--resolution", type=int, required=True, metavar="R", help="image side the generator draws")
+    p.add_argument("--latent", type=int, default=100, help="size of z (default 100, the tutorial's)")
+    p.add_argument("--classes", help="class names of a conditional generator, in input order: a,b,c")
+    p.add_argument("--license", default="", help="licence of the weights, such as mit")
+    p.add_argument("--author", default="", help="who trained the weights")
+    p.add_argument("--source", default="", help="where the weights come from (default: the file name)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
     p.set_defaults(func=cmd_models)

@@ -1,15 +1,25 @@
-"""The named models: built-in pretrained ones, converted on first use, and every local model folder.
+"""The named models: built-in pretrained ones, converted on first use, every local model folder, and
+models pulled from the Hugging Face Hub.
 
-A built-in model's weights come from a pip package on disk (never from the network at run time).
-They are converted once into a model folder under ``STUDIO_HOME/models/<name>``; from then on every
-model, built-in or fine-tuned, is just a folder there.
+A built-in model's weights come from a pip package: one installed on disk, or (``digiface-faces``)
+one fetched from the package index on first use. They are converted once into a model folder under
+``STUDIO_HOME/models/<name>``; from then on every model, built-in, imported or fine-tuned, is just a
+folder there. A model pulled from the Hub is named ``OWNER/NAME`` and lives in
+``STUDIO_HOME/hub/OWNER/NAME``, apart from local names, so that no local model folder can contain
+(or, when replaced, delete) a pulled one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,7 +38,7 @@ from studio.checkpoint import (
     load_model,
     save_model,
 )
-from studio.storage import atomic_dir, models_dir
+from studio.storage import atomic_dir, models_dir, studio_home
 
 DEFAULT_MODEL = "omniart-eyes"
 
@@ -82,9 +92,14 @@ def sequential_dcgan_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
             raise ModelUnavailable(f"unexpected tensor {key!r}: not a sequential DCGAN generator (main.N.*)")
         keyed.append((int(m.group(1)), m.group(2), tensor))
     keyed.sort(key=lambda t: t[0])
-    for _, param, tensor in keyed:
+    conv_index = -1
+    for index, param, tensor in keyed:
         if tensor.dim() == 4:
             groups.append([("conv", tensor)])
+            conv_index = index
+        elif index == conv_index:
+            # Without this check a convolution's bias would be taken for its batch norm's.
+            raise ModelUnavailable(f"convolution main.{index} has a {param}; the studio's DCGAN has none")
         elif groups:
             groups[-1].append((param, tensor))
         else:
@@ -127,6 +142,141 @@ def _omniart_state() -> dict[str, torch.Tensor]:
     return sequential_dcgan_state(state)
 
 
+def tutorial_state(loaded: object, where: str) -> dict[str, torch.Tensor]:
+    """The generator state dict in studio layout from what ``torch.load`` read in the DCGAN-tutorial layout.
+
+    Accepts the generator's state dict itself or a training checkpoint holding it as ``netG_state_dict``
+    (the tutorial's name).
+    """
+    if isinstance(loaded, dict) and "netG_state_dict" in loaded:
+        loaded = loaded["netG_state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        keys = ", ".join(map(str, list(loaded)[:5])) if isinstance(loaded, dict) else type(loaded).__name__
+        raise ModelUnavailable(f"{where} holds {keys}, not a generator state dict (nor one under netG_state_dict)")
+    return sequential_dcgan_state(loaded)
+
+
+def _load_weights_only(source: Path | io.BytesIO, where: str) -> object:
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e):  # torch names the class or function that the pickle wanted to call
+            raise ModelUnavailable(f"{where} holds pickled objects besides tensors, which the studio never "
+                                   f"unpickles: save the generator's state_dict() alone") from None
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip()
+        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({detail.splitlines()[0]})") from None
+    except Exception as e:  # a damaged or foreign file fails in many ways; torch's first sentence says how
+        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({str(e).split('. ')[0]})") from None
+
+
+def tutorial_config(state: dict[str, torch.Tensor], resolution: int, z_dim: int, class_names: tuple[str, ...] = (),
+                    **about: str) -> ModelConfig:
+    """The DCGAN config of a studio-layout state dict (from ``tutorial_state``), its widths read off the tensors.
+
+    Args:
+        state: The generator's tensors in studio layout.
+        resolution: The side the user says the network draws; checked against its layer count.
+        z_dim: The latent size the user says it reads; with the classes, checked against its first layer.
+        class_names: Names of the classes a conditional generator concatenates to z, in order.
+        **about: ``title``, ``description``, ``license``, ``author``, ``source`` for the config.
+    """
+    first = state["blocks.0.0.weight"]  # [z_dim + classes, widest, 4, 4]
+    to_rgb = state["to_rgb.0.weight"]  # [base_width, channels, 4, 4]
+    convolutions = sum(1 for tensor in state.values() if tensor.dim() == 4)
+    drawn = 2 ** (convolutions + 1)  # 4x4 after the first, then each later one doubles the side
+    if resolution != drawn:
+        raise ModelUnavailable(f"the generator has {convolutions} convolutions, so it draws {drawn}x{drawn}, "
+                               f"not {resolution}x{resolution}")
+    if first.shape[0] != z_dim + len(class_names):
+        raise ModelUnavailable(f"the generator reads {first.shape[0]} inputs, not a latent of {z_dim} "
+                               f"plus {len(class_names)} classes")
+    arch = {"resolution": resolution, "z_dim": z_dim, "base_width": int(to_rgb.shape[0]),
+            "num_classes": len(class_names), "dropout": 0.0, "channels": int(to_rgb.shape[1])}
+    return ModelConfig(architecture="dcgan", arch=arch, class_names=class_names, **about)
+
+
+def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], where: str) -> Path:
+    """Check ``state`` strictly against ``config``'s generator, then write the model folder atomically."""
+    generator = build_generator(config)
+    try:
+        check_state_dict(generator, state, where=where)
+    except ModelFolderError as e:
+        raise ModelUnavailable(str(e)) from None
+    generator.load_state_dict(state)
+    with atomic_dir(folder) as tmp:
+        save_model(tmp, config, generator)
+    return folder
+
+
+def import_tutorial_file(path: Path, name: str, resolution: int, z_dim: int = 100, class_names: tuple[str, ...] = (),
+                         license: str = "", author: str = "", source: str = "") -> Path:
+    """Import a DCGAN-tutorial generator file (``main.N.*`` tensors) as local model ``name``.
+
+    The file is read with ``torch.load(weights_only=True)`` only, so it cannot run code.
+
+    Returns:
+        The new model folder, ``STUDIO_HOME/models/<name>``.
+
+    Raises:
+        ValueError: ``name`` is not a fresh local model name.
+        ModelUnavailable: The file is unreadable or its tensors do not fit the stated layout.
+    """
+    if not _LOCAL_NAME.fullmatch(name) or name in BUILTIN:
+        raise ValueError(f"{name!r} is not a usable model name: use letters, digits, '.', '_' and '-', "
+                         f"not a built-in model's name")
+    folder = models_dir() / name
+    if folder.exists():
+        raise ValueError(f"a model named {name!r} already exists; choose another --name")
+    path = Path(path)
+    state = tutorial_state(_load_weights_only(path, str(path)), str(path))
+    config = tutorial_config(state, resolution, z_dim, tuple(class_names), title=name, license=license,
+                             author=author, source=source or f"imported from {path.name}")
+    return _write_converted(folder, config, state, where=str(path))
+
+
+DIGIFACE_REQUIREMENT = "gan-face-generate==1.1.1"
+DIGIFACE_WEIGHTS = "gan_face_generate/weights.tar"
+
+
+def download_wheel(requirement: str, dest: Path) -> Path:
+    """Fetch ``requirement``'s wheel from the package index with pip, without its dependencies.
+
+    Raises:
+        ModelUnavailable: pip could not get it (no index reachable, no such version); the message
+            carries pip's own last error line.
+    """
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "--disable-pip-version-check", "--dest", str(dest), requirement]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        result = subprocess.CompletedProcess(command, 1, "", "pip took over 10 minutes")
+    wheels = sorted(Path(dest).glob("*.whl"))
+    if result.returncode or not wheels:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")] or lines or ["no wheel"]
+        raise ModelUnavailable(f"could not download {requirement} from the package index ({errors[-1]}); "
+                               f"check the connection to the index (or pip's index settings) and try again")
+    return wheels[0]
+
+
+def _digiface_state() -> dict[str, torch.Tensor]:
+    # The package declares wandb, torchvision and matplotlib as dependencies, none of which the
+    # weights need: so it is never installed, only its wheel fetched and the weights file read from it.
+    where = f"{DIGIFACE_WEIGHTS} of {DIGIFACE_REQUIREMENT}"
+    installed = _package_file("gan_face_generate", "weights.tar")
+    if installed is not None:
+        return tutorial_state(_load_weights_only(installed, str(installed)), str(installed))
+    with tempfile.TemporaryDirectory(prefix="gan-studio-wheel-") as tmp:
+        wheel = download_wheel(DIGIFACE_REQUIREMENT, Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                data = zf.read(DIGIFACE_WEIGHTS)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise ModelUnavailable(f"the downloaded {wheel.name} has no readable {DIGIFACE_WEIGHTS} ({e})") from None
+    return tutorial_state(_load_weights_only(io.BytesIO(data), where), where)
+
+
 OMNIART_CLASSES = ("amber", "blue", "brown", "gray", "grayscale", "green", "hazel", "red")
 
 BUILTIN: dict[str, BuiltinModel] = {
@@ -144,7 +294,46 @@ BUILTIN: dict[str, BuiltinModel] = {
         ),
         load_state=_omniart_state,
     ),
+    "digiface-faces": BuiltinModel(
+        config=ModelConfig(
+            architecture="dcgan",
+            arch={"resolution": 64, "z_dim": 100, "base_width": 64, "num_classes": 0, "dropout": 0.0, "channels": 3},
+            title="DigiFace faces",
+            description="The PyTorch DCGAN tutorial's generator trained on DigiFace-1M, a data set of synthetic "
+            "face renders; it draws 64x64 faces.",
+            license="mit",
+            author="Chien Liu",
+            source="https://pypi.org/project/gan-face-generate/1.1.1/ (gan_face_generate/weights.tar, netG_state_dict)",
+        ),
+        load_state=_digiface_state,
+    ),
 }
+
+# A name the studio gives a new folder; each part of an OWNER/NAME Hub id must be one too.
+_LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def hub_dir() -> Path:
+    """The folder that holds the models pulled from the Hub, one ``OWNER/NAME`` sub-folder each."""
+    return studio_home() / "hub"
+
+
+def folder_for(name: str) -> Path | None:
+    """Where model ``name``'s folder is or would be; None for a name that can be no model's."""
+    owner, sep, repo = name.partition("/")
+    if not sep:
+        return models_dir() / name if name and not name.startswith(".") else None
+    if _LOCAL_NAME.fullmatch(owner) and _LOCAL_NAME.fullmatch(repo):
+        return hub_dir() / owner / repo
+    return None
+
+
+def _hub_names() -> list[str]:
+    root = hub_dir()
+    if not root.is_dir():
+        return []
+    return sorted(f"{p.parent.name}/{p.name}" for p in root.glob("*/*")
+                  if folder_for(f"{p.parent.name}/{p.name}") == p and (p / "config.json").is_file())
 
 
 def _local_names() -> list[str]:
@@ -155,15 +344,15 @@ def _local_names() -> list[str]:
 
 
 def model_names() -> list[str]:
-    """Every model's name: the built-in ones first (the default leading), then local folders."""
+    """Every model's name: the built-in ones first (the default leading), then local folders, then Hub models."""
     names = list(BUILTIN)
-    return names + [n for n in _local_names() if n not in BUILTIN]
+    return names + [n for n in _local_names() if n not in BUILTIN] + _hub_names()
 
 
 def model_config(name: str) -> ModelConfig:
     """A model's config, read without loading (or converting) its weights."""
-    folder = models_dir() / name
-    if (folder / "config.json").is_file():
+    folder = folder_for(name)
+    if folder is not None and (folder / "config.json").is_file():
         return load_config(folder)
     if name in BUILTIN:
         return BUILTIN[name].config
@@ -171,29 +360,21 @@ def model_config(name: str) -> ModelConfig:
 
 
 def _unknown(name: str) -> ModelUnavailable:
-    return ModelUnavailable(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    hint = f" (pull it from the Hub first: python -m studio pull {name})" if "/" in name and folder_for(name) else ""
+    return ModelUnavailable(f"unknown model {name!r}{hint}; available: {', '.join(model_names())}")
 
 
 def model_folder(name: str) -> Path:
     """The folder of model ``name``, converting a built-in model's weights on first use."""
-    if not name or "/" in name or name.startswith("."):
+    folder = folder_for(name)
+    if folder is None:
         raise _unknown(name)
-    folder = models_dir() / name
     if (folder / WEIGHTS_FILE).is_file():
         return folder
     if name not in BUILTIN:
         raise _unknown(name)
     entry = BUILTIN[name]
-    generator = build_generator(entry.config)
-    state = entry.load_state()
-    try:
-        check_state_dict(generator, state, where=f"the {name} weights")
-    except ModelFolderError as e:
-        raise ModelUnavailable(str(e)) from None
-    generator.load_state_dict(state)
-    with atomic_dir(folder) as tmp:
-        save_model(tmp, entry.config, generator)
-    return folder
+    return _write_converted(folder, entry.config, entry.load_state(), where=f"the {name} weights")
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
