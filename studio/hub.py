@@ -272,7 +272,7 @@ def model_card(name: str, config: ModelConfig, repo_id: str) -> ModelCard:
         rows.append(("Author", config.author))
     if config.source and not base:
         rows.append(("Source", config.source))
-    table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    facts = "\n".join(f"- **{k}**: {v}" for k, v in rows)
     what = "seeds 0-7, one row per class" if config.class_names else "seeds 0-15"
     pick = f" --class {config.class_names[0]}" if config.class_names else ""
     body = f"""# {config.title or name}
@@ -281,7 +281,7 @@ def model_card(name: str, config: ModelConfig, repo_id: str) -> ModelCard:
 
 ![Images drawn by the model: {what}]({SAMPLE_FILE})
 
-{table}
+{facts}
 
 ## Use it in the studio
 

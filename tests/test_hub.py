@@ -22,8 +22,9 @@ from PIL import Image
 
 from studio import engine, hub, zoo
 from studio.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_model, save_model
+from studio.engine import Engine
 from studio.zoo import LoadedModel
-from tests.conftest import make_tiny_model
+from tests.conftest import free_port, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -312,9 +313,10 @@ def test_card_inherits_the_hub_base_models_licence_and_names_it(home: Path, tmp_
     hub.write_upload(name, "bob/prints", out)
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "cc-by-4.0" and card.data.base_model == "alice/base"
-    assert "| Licence | CC-BY-4.0 (inherited from the base model) |" in card.text
-    assert "| Data set | the artist's set `prints`, 40 images |" in card.text
-    assert "| Training steps | 600 |" in card.text and "12.35" in card.text
+    assert "- **Licence**: CC-BY-4.0 (inherited from the base model)" in card.text
+    assert "- **Data set**: the artist's set `prints`, 40 images" in card.text
+    assert "- **Training steps**: 600" in card.text
+    assert "- **SWD ×10³ to the data set (lower is closer)**: 12.35" in card.text
     assert "[alice/base](https://huggingface.co/alice/base)" in card.text
     sample = np.asarray(Image.open(out / "sample.png"))
     assert sample.shape[:2] == (2 * 32 + 2, 8 * 32 + 7 * 2)  # unconditional: seeds 0-15 in two rows
@@ -377,3 +379,74 @@ def test_push_without_a_token_or_with_a_refused_one(tiny: str, monkeypatch: pyte
         hub.push(tiny, "alice/tiny-cats", TOKEN)
     assert "the Hub refused the upload (500" in str(raised.value) and TOKEN not in str(raised.value)
     assert "Bearer ***" in str(raised.value)
+
+
+# -- the Share tab -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def share_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine, Path]]:
+    """The Share tab alone in a Blocks, served, with a studio home (holding ``tiny``) and an offline HF cache."""
+    import gradio as gr
+
+    from studio.ui.share import build_share_tab
+
+    root = tmp_path_factory.mktemp("share")
+    make_tiny_model(root / "home")
+    source = make_tiny_model(root / "elsewhere", "tiny", seed=7)
+    lay_out_cache(root / "hf-cache", "alice/tiny-cats", model_files(source, "---\nlicense: mit\n---\n# Alice's cats\n"))
+    with pytest.MonkeyPatch.context() as mp, Engine() as eng:
+        mp.setenv("STUDIO_HOME", str(root / "home"))
+        mp.delenv("HF_TOKEN", raising=False)
+        mp.setattr(constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(constants, "HF_HUB_CACHE", str(root / "hf-cache"))
+        with gr.Blocks() as demo:
+            build_share_tab(demo, eng)
+        demo.queue()
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        yield f"http://127.0.0.1:{port}/", eng, source
+        demo.close()
+
+
+@pytest.mark.slow
+def test_share_tab_loads_a_model_and_draws_it(share_app: tuple[str, Engine, Path]) -> None:
+    from gradio_client import Client
+
+    url, eng, source = share_app
+    client = Client(url, verbose=False)
+    status, picker, sample, card = client.predict("alice/tiny-cats", "", api_name="/pull_model")
+    assert status.startswith(f"Loaded **alice/tiny-cats** (commit `{COMMIT[:12]}`)")
+    assert picker["value"] == "alice/tiny-cats" and ["alice/tiny-cats"] * 2 in picker["choices"]
+    assert "# Alice's cats" in card
+    expected = eng.generate(engine.Request("alice/tiny-cats", tuple(range(8))))
+    assert np.array_equal(np.asarray(Image.open(sample).convert("RGB"))[:, :32], expected[0])
+    with pytest.raises(Exception, match="alice/nothing is not in the local Hugging Face cache"):
+        client.predict("alice/nothing", "", api_name="/pull_model")
+
+
+@pytest.mark.slow
+def test_share_tab_previews_the_upload_and_needs_a_token(share_app: tuple[str, Engine, Path]) -> None:
+    from gradio_client import Client
+
+    client = Client(share_app[0], verbose=False)
+    sample, preview = client.predict("tiny", "alice/tiny-cats", api_name="/push_preview")
+    assert Image.open(sample).size == (8 * 32 + 7 * 2, 3 * 32 + 2 * 2)
+    assert "nothing was sent" in preview and "license: mit" in preview and "- image-generation" in preview
+    for name in ("README.md", "config.json", "model.safetensors", "sample.png"):
+        assert f"| `{name}` |" in preview
+    assert "python -m studio pull alice/tiny-cats" in preview
+    with pytest.raises(Exception, match="pushing needs a Hugging Face token with write access"):
+        client.predict("tiny", "alice/tiny-cats", False, "", api_name="/push_model")
+    with pytest.raises(Exception, match="is not a Hub repository id"):
+        client.predict("tiny", "no-owner", api_name="/push_preview")
+
+
+def test_push_token_never_falls_back_to_a_spaces_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.ui.share import push_token
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert push_token("") == TOKEN and push_token(" hf_typed ") == "hf_typed"
+    monkeypatch.setenv("SPACE_ID", "alice/gan-studio")
+    assert push_token("") is None and push_token("hf_typed") == "hf_typed"

@@ -15,6 +15,7 @@ from studio.ui.engine_panel import build_engine_panel  # noqa: E402
 from studio.ui.explore import build_explore_tab  # noqa: E402
 from studio.ui.finetune import build_finetune_tab  # noqa: E402
 from studio.ui.interpolate import build_interpolate_tab  # noqa: E402
+from studio.ui.share import build_share_tab  # noqa: E402
 
 if TYPE_CHECKING:
     from studio.engine import Engine
@@ -55,6 +56,8 @@ def build_studio(engine: Engine, manager: JobManager) -> gr.Blocks:
                 build_interpolate_tab(demo, engine, keyframes)
             with gr.Tab("Fine-tune", id="finetune-tab"):
                 build_finetune_tab(demo, engine, manager)
+            with gr.Tab("Share", id="share-tab"):
+                build_share_tab(demo, engine)
         build_engine_panel(engine)
     # Generation events may run concurrently (the default limit is 1 per event): the engine only
     # batches requests that reach it together, so serialising events here would undo its batching.

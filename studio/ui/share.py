@@ -1,0 +1,112 @@
+"""The Share tab: load a model from the Hugging Face Hub, preview and push a model with its card."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+from huggingface_hub import ModelCard
+
+from studio import hub, zoo
+from studio.engine import EngineBusy, EngineTimeout, GenerationError, Request
+from studio.media import grid
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
+
+USER_ERRORS = (zoo.ModelUnavailable, ValueError, EngineBusy, EngineTimeout, GenerationError)
+PREVIEW_SEEDS = tuple(range(8))
+
+
+def push_token(typed: str | None) -> str | None:
+    """The token for a push: the one typed into the tab, else ``HF_TOKEN`` on a studio run locally.
+
+    On a Space, ``HF_TOKEN`` is the Space owner's secret: falling back to it would let every visitor
+    push with the owner's rights, so there only a typed token counts.
+    """
+    if typed and typed.strip():
+        return typed.strip()
+    return None if os.environ.get("SPACE_ID") else os.environ.get("HF_TOKEN")
+
+
+def card_text(card: ModelCard) -> str:
+    """A model card's text without its pictures: the tab shows a picture beside it, and a card's relative
+    image links would be broken images here."""
+    return "\n".join(line for line in card.text.splitlines() if not line.startswith("!["))
+
+
+def preview_markdown(folder: Path) -> str:
+    """The dry-run folder as the tab shows it: its files with sizes, the card's metadata and text."""
+    card = ModelCard.load(folder / hub.CARD_FILE)
+    files = "\n".join(f"| `{p.name}` | {p.stat().st_size:,} bytes |" for p in sorted(folder.iterdir()))
+    return (f"**The upload, exactly** (nothing was sent):\n\n| file | size |\n|---|---|\n{files}\n\n"
+            f"**Metadata**\n\n```yaml\n{card.data.to_yaml()}\n```\n\n---\n{card_text(card)}")
+
+
+def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
+    """Lay out the Share tab inside ``demo``: pull from and push to the Hub; pulled models draw through ``engine``."""
+    with gr.Row(equal_height=False, elem_id="share"):
+        with gr.Column(scale=1, min_width=300, elem_classes=["panel"]):
+            gr.Markdown("### Load from the Hub\nAny GAN Studio model repository (`config.json` + "
+                        "`model.safetensors`); works offline for models in the local Hugging Face cache.")
+            pull_repo = gr.Textbox(label="Repository", placeholder="owner/name", elem_id="share-pull-repo")
+            revision = gr.Textbox(label="Revision", placeholder="main (or a tag, branch or commit)",
+                                  elem_id="share-revision")
+            pull_button = gr.Button("Load", variant="primary", elem_id="share-pull")
+            pull_status = gr.Markdown(elem_id="share-pull-status")
+            gr.Markdown("### Push to the Hub")
+            model = gr.Dropdown(zoo.model_names(), value=zoo.DEFAULT_MODEL, label="Model", allow_custom_value=True,
+                                elem_id="share-model")
+            push_repo = gr.Textbox(label="Repository", placeholder="your-name/my-model", elem_id="share-push-repo")
+            private = gr.Checkbox(False, label="Private repository (when it is created)", elem_id="share-private")
+            token = gr.Textbox(label="Hugging Face token with write access", type="password",
+                               info="Used for this upload only, never stored.", elem_id="share-token")
+            with gr.Row():
+                preview_button = gr.Button("Preview (dry run)", elem_id="share-preview")
+                push_button = gr.Button("Push", variant="primary", elem_id="share-push")
+            push_status = gr.Markdown(elem_id="share-push-status")
+        with gr.Column(scale=2, min_width=420):
+            sample = gr.Image(label="Seeds 0-7 of the loaded model, or the pushed card's picture", type="filepath",
+                              format="png", interactive=False, elem_id="share-sample")
+            card = gr.Markdown(elem_id="share-card")
+
+    def pull(repo_id: str, rev: str):
+        try:
+            pulled = hub.pull((repo_id or "").strip(), (rev or "").strip() or None)
+            # Drawn through the engine, so a model that loads but cannot run is reported here, not later.
+            images = engine.generate(Request(pulled.name, PREVIEW_SEEDS))
+        except hub.HubError as e:
+            raise gr.Error(str(e)) from None
+        except USER_ERRORS as e:
+            raise gr.Error(f"{repo_id} was loaded but cannot draw: {e}") from None
+        card_file = pulled.folder / hub.CARD_FILE
+        text = card_text(ModelCard.load(card_file)) if card_file.is_file() else ""
+        status = (f"Loaded **{pulled.name}** (commit `{pulled.commit[:12]}`): pick it in Explore after reloading "
+                  f"the page.")
+        return status, gr.update(choices=zoo.model_names(), value=pulled.name), grid(images, cols=8), text
+
+    pull_button.click(pull, [pull_repo, revision], [pull_status, model, sample, card], api_name="pull_model")
+
+    def preview(name: str, repo_id: str):
+        folder = Path(tempfile.mkdtemp(prefix="gan-studio-upload-")) / "upload"
+        try:
+            hub.write_upload(name, (repo_id or "").strip(), folder)
+        except hub.HubError as e:
+            raise gr.Error(str(e)) from None
+        return str(folder / hub.SAMPLE_FILE), preview_markdown(folder)
+
+    preview_button.click(preview, [model, push_repo], [sample, card], api_name="push_preview")
+
+    def push(name: str, repo_id: str, is_private: bool, typed: str) -> str:
+        try:
+            url = hub.push(name, (repo_id or "").strip(), push_token(typed), private=bool(is_private))
+        except hub.HubError as e:
+            raise gr.Error(str(e)) from None
+        return f"Pushed **{name}** to <{url}>."
+
+    push_button.click(push, [model, push_repo, private, token], push_status, api_name="push_model")
+    # Models made or pulled since launch can be pushed without reloading the page.
+    demo.load(lambda: gr.update(choices=zoo.model_names()), None, model, api_visibility="private")
