@@ -1,7 +1,9 @@
-# GAN Studio as a Docker Space (or any container host): python app.py on port 7860.
+# GAN Studio as a Docker Space (or on any container host): python app.py on port 7860.
 FROM python:3.11-slim
 
-# Spaces run containers as uid 1000; the studio's home must be writable by that user.
+# Spaces run the container as uid 1000: everything the studio writes (its home with models, data sets
+# and jobs; the Hugging Face cache for pulled models; pip's downloads of on-demand weights) lives in
+# that user's home, so no path needs root.
 RUN useradd --create-home --uid 1000 user
 USER user
 ENV HOME=/home/user \
@@ -11,12 +13,15 @@ ENV HOME=/home/user \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     PYTHONUNBUFFERED=1
+# Made by the user, not by WORKDIR, which would make the folder root's.
+RUN mkdir -p "$HOME/app" "$STUDIO_HOME"
 WORKDIR /home/user/app
 
+# Requirements first, so a code change does not reinstall them. From PyPI, torch is the CUDA build:
+# on GPU hardware the engine uses the GPU with no setting, and on CPU hardware it runs on the CPU.
 COPY --chown=user requirements.txt .
 RUN pip install --no-cache-dir --user -r requirements.txt
 COPY --chown=user . .
-RUN mkdir -p "$STUDIO_HOME"
 
 EXPOSE 7860
 CMD ["python", "app.py"]

@@ -22,6 +22,7 @@ import torch
 
 from studio import directions, latent, zoo
 from studio.media import to_uint8
+from studio.spaces_gpu import gpu
 from studio.zoo import LoadedModel
 
 BUSY_MESSAGE = "The studio is busy, try again in a moment."
@@ -129,6 +130,7 @@ def _precision(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@gpu()
 @torch.inference_mode()
 def run_generator(model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
     """One forward pass: latents (and class vectors) -> ``[N, H, W, 3]`` uint8 images.

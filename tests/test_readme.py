@@ -1,5 +1,6 @@
 """The README's Space front matter stays valid for the Hub and in step with the pins."""
 
+import shlex
 from pathlib import Path
 
 from huggingface_hub import RepoCard
@@ -29,3 +30,38 @@ def test_quick_start_has_the_launch_and_test_commands() -> None:
     assert "pip install -r requirements.txt && python app.py" in quick
     assert "bash scripts/test.sh" in quick
     assert "exec bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def section(title: str) -> str:
+    """The text of the README's ``## title`` section."""
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_share_section_commands_parse() -> None:
+    from studio.__main__ import build_parser
+
+    text = section("Share your model")
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.split("  #", 1)[0]) for line in block.splitlines() if line.strip()]
+    verbs = set()
+    for words in commands:
+        words = words[words.index("python") + 3:]  # after any VAR=value and "python -m studio"
+        args = build_parser().parse_args(words)
+        verbs.add(args.command)
+        if args.command == "push":
+            assert args.repo == "alice/inky-eyes"
+    assert verbs == {"pull", "generate", "push", "import"}
+    assert "HF_TOKEN" in text and "--dry-run --out DIR" in text and "pickled" in text
+
+
+def test_docker_space_front_matter_from_the_deploy_section() -> None:
+    text = section("Deploy as a Space")
+    docker = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    readme = (ROOT / "README.md").read_text()
+    front = readme.split("---\n", 2)[1]
+    replaced = ("sdk:", "sdk_version:", "python_version:", "app_file:")
+    kept = "".join(line + "\n" for line in front.splitlines() if not line.startswith(replaced))
+    meta = RepoCard(f"---\n{kept}{docker}---\n").data.to_dict()
+    assert meta["sdk"] == "docker" and "sdk_version" not in meta
+    assert f"EXPOSE {meta['app_port']}" in (ROOT / "Dockerfile").read_text()
+    assert "uid 1000" in text and "STUDIO_HOME" in text and "spaces.GPU" in text
