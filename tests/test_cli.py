@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from studio import zoo
 from studio.latent import seed_latents
 from studio.media import to_uint8
 from studio.recipe import read_recipe
@@ -77,7 +78,7 @@ def test_models_lists_resolution_classes_and_licence(tiny_home: Path) -> None:
     result = studio("models", home=tiny_home)
     assert result.returncode == 0
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
-    assert set(rows) == {"omniart-eyes", "tiny"}
+    assert set(rows) == {*zoo.BUILTIN, "tiny"}
     assert "128x128" in rows["omniart-eyes"] and "hazel" in rows["omniart-eyes"] and "mit" in rows["omniart-eyes"]
     assert "32x32" in rows["tiny"] and "cat,dog,fox" in rows["tiny"]
 

@@ -42,7 +42,8 @@ def test_lists_builtin_first_then_local_folders(home: Path) -> None:
     make_tiny_model(home, "zebra")
     make_tiny_model(home, "aardvark", num_classes=0)
     (home / "models" / "not-a-model").mkdir()
-    assert zoo.model_names() == ["omniart-eyes", "aardvark", "zebra"]
+    assert zoo.model_names() == [*zoo.BUILTIN, "aardvark", "zebra"]
+    assert zoo.model_names()[0] == zoo.DEFAULT_MODEL
     assert zoo.model_config("aardvark").num_classes == 0
     loaded = zoo.load("zebra")
     assert loaded.config.class_names == ("cat", "dog", "fox") and not loaded.generator.training
