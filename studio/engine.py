@@ -189,6 +189,11 @@ class ModelCache:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
 
+    def forget(self, name: str) -> None:
+        """Drop ``name`` so its next request loads its folder again (after the folder was replaced)."""
+        with self._lock:
+            self._models.pop(name, None)
+
     def names(self) -> list[str]:
         """The cached models, least recently used first."""
         with self._lock:

@@ -235,12 +235,15 @@ def run_worker(folder: Path) -> int:
                                                    "history": history, "swd": swd,
                                                    "eta_s": rate * (total - step), "s_per_step": rate})
 
+        lineage: dict[str, Any] = {"dataset_images": len(images)}
+
         def on_samples(step: int, samples: np.ndarray) -> None:
             score = metrics.swd(samples, real, generator=torch.Generator().manual_seed(0)).mean
             swd.append({"step": step, "swd": score})
+            lineage["swd"] = score  # the finished model's card reports the last one
 
         result = train.finetune(config, images, on_progress, lambda: (folder / "cancel").exists(),
-                                resume=bool(job.get("resume")), lineage={"dataset_images": len(images)},
+                                resume=bool(job.get("resume")), lineage=lineage,
                                 sample_every=SWD_EVERY, sample_fn=on_samples, samples=SWD_SAMPLES)
     except Exception as e:  # anything: the artist reads it in the UI, the traceback goes to the log
         traceback.print_exc()

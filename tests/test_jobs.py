@@ -60,7 +60,9 @@ def test_a_job_runs_in_a_worker_and_its_model_becomes_pickable(tiny: str, tmp_pa
     job = wait_for(manager, job_id, settled)
     assert job["status"] == jobs.FINISHED, job
     assert job["pid"] != os.getpid()  # trained in another process
-    assert "learned" in zoo.model_names() and zoo.model_config("learned").lineage["dataset"] == "prints"
+    lineage = zoo.model_config("learned").lineage
+    assert "learned" in zoo.model_names() and lineage["dataset"] == "prints"
+    assert lineage["swd"] == job["progress"]["swd"][-1]["swd"]
     progress = job["progress"]
     assert progress["step"] == 12 and [h["step"] for h in progress["history"]] == list(range(1, 13))
     assert progress["swd"] and progress["swd"][-1]["step"] == 12 and progress["swd"][-1]["swd"] > 0
@@ -90,7 +92,7 @@ def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str,
     job = wait_for(first, job_id, lambda j: j["progress"].get("step", 0) >= 11)
     first.close()
     os.kill(job["pid"], signal.SIGKILL)  # the server and its worker die together
-    time.sleep(0.5)
+    first._procs[job_id].wait(timeout=30)  # gone for good (and reaped) before the new manager looks
 
     second = jobs.JobManager(poll_s=0.2)
     try:

@@ -76,6 +76,7 @@ def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
     def pull(repo_id: str, rev: str):
         try:
             pulled = hub.pull((repo_id or "").strip(), (rev or "").strip() or None)
+            engine.cache.forget(pulled.name)  # another revision may have replaced an already-loaded one
             # Drawn through the engine, so a model that loads but cannot run is reported here, not later.
             images = engine.generate(Request(pulled.name, PREVIEW_SEEDS))
         except hub.HubError as e:
