@@ -48,6 +48,10 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
+def _update(path: Path, **changes: Any) -> None:
+    _write_json(path, {**read_json(path), **changes})
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A job file's document, or {} while it does not exist yet."""
     try:
@@ -152,8 +156,7 @@ class JobManager:
     # -- scheduling -----------------------------------------------------------------------------
 
     def _set(self, job_id: str, **changes: Any) -> None:
-        path = jobs_dir() / job_id / "job.json"
-        _write_json(path, {**read_json(path), **changes})
+        _update(jobs_dir() / job_id / "job.json", **changes)
 
     def _recover(self) -> None:
         """After a restart: a job marked running whose worker is gone was interrupted."""
@@ -186,6 +189,8 @@ class JobManager:
 
     def _start(self, job_id: str) -> None:
         folder = jobs_dir() / job_id
+        # Marked running before the worker starts, so a worker that fails at once is not overwritten.
+        self._set(job_id, status=RUNNING, started=time.time())
         log = open(folder / "worker.log", "ab")  # noqa: SIM115: the child process owns it from here
         # Run from the project root so ``-m studio.jobs`` resolves whatever the server's working directory.
         proc = subprocess.Popen([sys.executable, "-m", "studio.jobs", str(folder)], stdout=log,
@@ -193,7 +198,7 @@ class JobManager:
                                 env={**os.environ, "STUDIO_HOME": str(studio_home())})
         log.close()
         self._procs[job_id] = proc
-        self._set(job_id, status=RUNNING, pid=proc.pid, started=time.time())
+        self._set(job_id, pid=proc.pid)
 
 
 # -- the worker process -------------------------------------------------------------------------------
@@ -210,9 +215,6 @@ def run_worker(folder: Path) -> int:
     os.nice(10)
     path = folder / "job.json"
     job = read_json(path)
-
-    def set_status(**changes: Any) -> None:
-        _write_json(path, {**read_json(path), **changes})
 
     try:
         config = train.TrainConfig.from_dict(job["config"])
@@ -247,12 +249,12 @@ def run_worker(folder: Path) -> int:
                                 sample_every=SWD_EVERY, sample_fn=on_samples, samples=SWD_SAMPLES)
     except Exception as e:  # anything: the artist reads it in the UI, the traceback goes to the log
         traceback.print_exc()
-        set_status(status=FAILED, error=f"{type(e).__name__}: {e}")
+        _update(path, status=FAILED, error=f"{type(e).__name__}: {e}")
         return 1
     if result.status == "stopped":
-        set_status(status=CANCELLED, step=result.step)
+        _update(path, status=CANCELLED, step=result.step)
     else:
-        set_status(status=FINISHED, step=result.step, model_dir=str(result.model_dir), finished=time.time())
+        _update(path, status=FINISHED, step=result.step, model_dir=str(result.model_dir), finished=time.time())
     return 0
 
 
