@@ -46,7 +46,7 @@ from studio.checkpoint import (
     load_config,
     load_model,
 )
-from studio.engine import generate
+from studio.engine import Engine, Request
 from studio.media import grid, png_bytes
 from studio.models import ARCHITECTURES
 from studio.storage import atomic_dir, atomic_write_bytes
@@ -59,7 +59,7 @@ UPLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SAMPLE_FILE, CARD_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 LIBRARY_NAME = "gan-studio"
 TAGS = ["gan", "image-generation"]
-SAMPLE_SEEDS = range(8)
+SAMPLE_SEEDS = tuple(range(8))
 SAMPLE_ROWS = 8
 
 
@@ -222,12 +222,16 @@ def write_upload(name: str, repo_id: str, out: Path) -> list[str]:
 
 
 def sample_grid(model: zoo.LoadedModel) -> np.ndarray:
-    """The card's picture: seeds 0-7, one row per class (the first eight) or two rows unconditional."""
+    """The card's picture: seeds 0-7, one row per class (the first eight) or two rows unconditional.
+
+    Drawn through an engine, like every studio image, so the card shows the studio's own pixels.
+    """
     classes = model.config.class_names[:SAMPLE_ROWS]
-    if classes:
-        images = np.concatenate([generate(model, SAMPLE_SEEDS, c) for c in classes])
-    else:
-        images = generate(model, range(2 * len(SAMPLE_SEEDS)))
+    with Engine(timeout_s=600) as engine:
+        if classes:
+            images = np.concatenate([engine.generate(Request(model.name, SAMPLE_SEEDS, c)) for c in classes])
+        else:
+            images = engine.generate(Request(model.name, tuple(range(2 * len(SAMPLE_SEEDS)))))
     return grid(images, cols=len(SAMPLE_SEEDS))
 
 

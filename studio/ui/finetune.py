@@ -86,7 +86,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager) -> 
             gr.Markdown("### 2 · Training")
             out_name = gr.Textbox(label="New model name", placeholder="my-eyes", elem_id="ft-out")
             preset = gr.Radio(["Quick", "Standard", "Custom"], value="Quick", label="Preset",
-                              info="Quick: about 6 min on a 2-core CPU · Standard: longer, better",
+                              info="Quick: about 7 min on a 2-core CPU · Standard: longer, better",
                               elem_id="ft-preset")
             with gr.Group(visible=False, elem_id="ft-custom") as custom:
                 steps = gr.Number(300, label="Steps", precision=0, minimum=1, elem_id="ft-steps")
