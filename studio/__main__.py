@@ -154,7 +154,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model on an ingested data set, with a progress bar; the result is a new model."""
     from tqdm import tqdm
 
-    from studio import data, train
+    from studio import data, metrics, train
 
     preset = train.QUICK_PRESET if args.steps is None else {}
     settings = {"steps": args.steps, "batch": args.batch, "d_width": args.d_width, "freeze_g": args.freeze_g}
@@ -174,11 +174,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         bar.n = step
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=True)
 
-    result = train.finetune(config, images, progress, resume=args.resume,
-                            lineage={"processes": int(os.environ.get("WORLD_SIZE", "1"))})
+    tracker = metrics.SWDTracker(images, metrics.TRACKING_SAMPLES)  # the final SWD goes into the model's lineage
+    tracker.lineage["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    result = train.finetune(config, images, progress, resume=args.resume, lineage=tracker.lineage,
+                            sample_fn=tracker, samples=metrics.TRACKING_SAMPLES)
     bar.close()
     if result.model_dir:
-        print(f"wrote model {config.out} to {result.model_dir} ({result.step} steps); "
+        print(f"wrote model {config.out} to {result.model_dir} ({result.step} steps, SWD to the data set "
+              f"{tracker.lineage['swd']:.1f}); "
               f"try: python -m studio generate --model {config.out} --seeds 0-7 --out grid.png")
 
 

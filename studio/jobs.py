@@ -36,7 +36,6 @@ QUEUED, RUNNING, FINISHED, CANCELLED, FAILED, INTERRUPTED = (
 ACTIVE = (QUEUED, RUNNING)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SWD_EVERY = 50  # steps between SWD measurements during a job
-SWD_SAMPLES = 64
 
 
 def jobs_dir() -> Path:
@@ -206,8 +205,6 @@ class JobManager:
 
 def run_worker(folder: Path) -> int:
     """Run the job in ``folder`` to its end, recording progress; returns the process exit status."""
-    import torch
-
     from studio import data, metrics, train
     from studio.media import grid, save_png
 
@@ -219,11 +216,14 @@ def run_worker(folder: Path) -> int:
     try:
         config = train.TrainConfig.from_dict(job["config"])
         images = data.load_dataset(job["data"])
-        # A resumed job carries on its curves; a fresh one starts them.
+        # A resumed job carries on its curves up to the checkpoint it restarts from (the steps after it
+        # are trained again); a fresh one starts them.
         progress = read_json(folder / "progress.json") if job.get("resume") else {}
-        history: list[dict[str, Any]] = progress.get("history", [])
-        swd: list[dict[str, float]] = progress.get("swd", [])
-        real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:SWD_SAMPLES]]
+        checkpoint = train.latest_checkpoint(config.out) if job.get("resume") else None
+        resumed_at = int(checkpoint.stem.split("-")[1]) if checkpoint else 0
+        history = [h for h in progress.get("history", []) if h["step"] <= resumed_at]
+        swd = [h for h in progress.get("swd", []) if h["step"] <= resumed_at]
+        tracker = metrics.SWDTracker(images, metrics.TRACKING_SAMPLES, swd)
         started, first_step = time.monotonic(), None
 
         def on_progress(step: int, total: int, losses: dict[str, float], previews: np.ndarray | None) -> None:
@@ -234,19 +234,12 @@ def run_worker(folder: Path) -> int:
                 save_png(folder / "previews.png", grid(previews, cols=4))
             rate = (time.monotonic() - started) / (step - first_step + 1)
             _write_json(folder / "progress.json", {"step": step, "total": total, "losses": losses,
-                                                   "history": history, "swd": swd,
+                                                   "history": history, "swd": tracker.history,
                                                    "eta_s": rate * (total - step), "s_per_step": rate})
 
-        lineage: dict[str, Any] = {"dataset_images": len(images)}
-
-        def on_samples(step: int, samples: np.ndarray) -> None:
-            score = metrics.swd(samples, real, generator=torch.Generator().manual_seed(0)).mean
-            swd.append({"step": step, "swd": score})
-            lineage["swd"] = score  # the finished model's card reports the last one
-
         result = train.finetune(config, images, on_progress, lambda: (folder / "cancel").exists(),
-                                resume=bool(job.get("resume")), lineage=lineage,
-                                sample_every=SWD_EVERY, sample_fn=on_samples, samples=SWD_SAMPLES)
+                                resume=bool(job.get("resume")), lineage=tracker.lineage,
+                                sample_every=SWD_EVERY, sample_fn=tracker, samples=metrics.TRACKING_SAMPLES)
     except Exception as e:  # anything: the artist reads it in the UI, the traceback goes to the log
         traceback.print_exc()
         _update(path, status=FAILED, error=f"{type(e).__name__}: {e}")

@@ -104,7 +104,7 @@ def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str,
         done = wait_for(second, job_id, settled)
         assert done["status"] == jobs.FINISHED and done["progress"]["step"] == 60
         steps = [h["step"] for h in done["progress"]["history"]]
-        assert steps[-1] == 60 and steps == sorted(steps)
+        assert steps == list(range(1, 61))  # the curve runs on from the checkpoint without repeats
     finally:
         second.close()
 

@@ -54,6 +54,14 @@ def model_card(name: str) -> str:
         lines.append(cfg.description)
     if cfg.source:
         lines.append(f"Source: {cfg.source}")
+    if cfg.lineage:
+        facts = [f"from **{cfg.lineage.get('base_model', '?')}**", f"data set `{cfg.lineage.get('dataset', '?')}`"]
+        if "dataset_images" in cfg.lineage:
+            facts.append(f"{cfg.lineage['dataset_images']} images")
+        facts.append(f"{cfg.lineage.get('steps', '?')} steps")
+        if isinstance(cfg.lineage.get("swd"), (int, float)):
+            facts.append(f"SWD {cfg.lineage['swd']:.1f}")
+        lines.append("Fine-tuned " + " · ".join(facts))
     return "\n\n".join(lines)
 
 
