@@ -173,3 +173,18 @@ def test_a_fine_tune_from_upload_to_live_previews_to_cancel(page: Page, tmp_path
     page.click("#ft-cancel")
     page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('cancelled')",
                            timeout=30_000)
+
+
+def test_blending_two_classes_draws_the_blend(page: Page, eyes_engine: Engine) -> None:
+    page.get_by_label("Blend classes").check()
+    page.wait_for_selector("#blend-1", state="visible")
+    for index, weight in ((1, "0.6"), (6, "0.4")):  # blue, hazel
+        old = current_src(page)
+        box = page.locator(f"#blend-{index} input[type=number]")
+        box.fill(weight)
+        box.press("Enter")
+        wait_for_new_image(page, old)
+    page.wait_for_timeout(500)  # the last change's own redraw, if one was still queued
+    expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED,), {"blue": 0.6, "hazel": 0.4},
+                                            DEFAULT_TRUNCATION))[0]
+    assert np.array_equal(shown_pixels(page), expected)

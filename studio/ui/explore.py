@@ -66,18 +66,32 @@ def model_card(name: str) -> str:
 
 
 class ImageFiles:
-    """PNG files of drawn images, each carrying its recipe, named by the recipe so repeats are free."""
+    """PNG files of drawn images, each carrying its recipe, named by the recipe so repeats are free.
 
-    def __init__(self) -> None:
+    Only the newest ``keep`` files are kept: by then Gradio has copied older ones to its own cache,
+    and a studio that runs for weeks must not fill the disk.
+    """
+
+    def __init__(self, keep: int = 2000) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="gan-studio-images-"))
+        self.keep = keep
+        self._saved = 0
 
     def save(self, image: np.ndarray, recipe: Recipe) -> str:
         """The path of a PNG of ``image`` with ``recipe`` embedded."""
         name = hashlib.sha256(recipe.to_json().encode()).hexdigest()[:24]
-        path = self.folder / f"{recipe.model}-seed{recipe.seed}-{name}.png"
+        path = self.folder / f"{recipe.model.replace('/', '--')}-seed{recipe.seed}-{name}.png"
         if not path.exists():
             save_png(path, image, recipe)
+            self._saved += 1
+            if self._saved % 100 == 0:
+                self._prune()
         return str(path)
+
+    def _prune(self) -> None:
+        files = sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime)
+        for old in files[: max(0, len(files) - self.keep)]:
+            old.unlink(missing_ok=True)
 
 
 def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> None:

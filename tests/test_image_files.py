@@ -1,0 +1,17 @@
+"""The Explore tab's image files: recipes embedded, repeats free, old files pruned, Hub names safe."""
+
+import numpy as np
+
+from studio.recipe import Recipe, read_recipe
+from studio.ui.explore import ImageFiles
+
+
+def test_files_carry_their_recipe_and_are_pruned_to_the_newest() -> None:
+    files = ImageFiles(keep=50)
+    image = np.zeros((4, 4, 3), np.uint8)
+    first = files.save(image, Recipe("alice/cats", "", 0))
+    assert read_recipe(open(first, "rb").read()).model == "alice/cats"  # a Hub name makes no sub-folder
+    assert files.save(image, Recipe("alice/cats", "", 0)) == first  # the same recipe is the same file
+    paths = [files.save(image, Recipe("tiny", "", seed)) for seed in range(1, 200)]
+    kept = set(str(p) for p in files.folder.glob("*.png"))
+    assert len(kept) == 50 and paths[-1] in kept and first not in kept
