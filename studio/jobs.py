@@ -190,7 +190,7 @@ class JobManager:
         folder = jobs_dir() / job_id
         # Marked running before the worker starts, so a worker that fails at once is not overwritten.
         self._set(job_id, status=RUNNING, started=time.time())
-        log = open(folder / "worker.log", "ab")  # noqa: SIM115: the child process owns it from here
+        log = open(folder / "worker.log", "ab")  # noqa: SIM115 (the child process owns it from here)
         # Run from the project root so ``-m studio.jobs`` resolves whatever the server's working directory.
         proc = subprocess.Popen([sys.executable, "-m", "studio.jobs", str(folder)], stdout=log,
                                 stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,

@@ -21,8 +21,9 @@ import torch
 
 from studio import directions, zoo
 from studio.animation import MAX_KEYFRAMES
-from studio.engine import EngineBusy, EngineTimeout, GenerationError, Request, request_inputs
+from studio.engine import Request, request_inputs
 from studio.media import grid
+from studio.ui.errors import USER_ERRORS
 from studio.recipe import Recipe, RecipeError, check_weights, read_recipe, request_for, save_png
 from studio.ui.controls import MAX_CLASSES, MAX_SEED, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls
 
@@ -38,7 +39,6 @@ HISTORY = 50
 DEFAULT_SEED = 2
 DEFAULT_TRUNCATION = 0.8
 
-USER_ERRORS = (zoo.ModelUnavailable, ValueError, EngineBusy, EngineTimeout, GenerationError)
 
 
 def model_card(name: str) -> str:

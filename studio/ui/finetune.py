@@ -18,7 +18,7 @@ import pandas as pd
 from studio import data, jobs, metrics, train, zoo
 from studio.engine import Request
 from studio.media import grid, to_uint8
-from studio.ui.explore import USER_ERRORS
+from studio.ui.errors import USER_ERRORS
 
 if TYPE_CHECKING:
     from studio.engine import Engine

@@ -21,7 +21,8 @@ import numpy as np
 from studio import animation, latent, zoo
 from studio.animation import PathOptions
 from studio.recipe import Recipe, request_for
-from studio.ui.explore import USER_ERRORS, ImageFiles
+from studio.ui.errors import USER_ERRORS
+from studio.ui.explore import ImageFiles
 
 if TYPE_CHECKING:
     from studio.engine import Engine

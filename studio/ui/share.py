@@ -11,13 +11,13 @@ import gradio as gr
 from huggingface_hub import ModelCard
 
 from studio import hub, zoo
-from studio.engine import EngineBusy, EngineTimeout, GenerationError, Request
+from studio.engine import Request
 from studio.media import grid
+from studio.ui.errors import USER_ERRORS
 
 if TYPE_CHECKING:
     from studio.engine import Engine
 
-USER_ERRORS = (zoo.ModelUnavailable, ValueError, EngineBusy, EngineTimeout, GenerationError)
 PREVIEW_SEEDS = tuple(range(8))
 
 
