@@ -39,7 +39,7 @@ DARK_MODE_JS = "() => { document.body.classList.add('dark'); }"
 HEADER = """
 <div id="studio-header">
   <div class="brand">GAN Studio</div>
-  <div class="tagline">Explore pretrained GANs: seeds, classes, truncation. Every image comes from a real model, on this machine.</div>
+  <div class="tagline">Explore, animate and fine-tune pretrained GANs. Every image comes from a real model, on this machine.</div>
 </div>
 """
 
