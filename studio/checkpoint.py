@@ -120,18 +120,26 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[ModelC
     """
     folder = Path(folder)
     config = load_config(folder)
+    weights = folder / WEIGHTS_FILE
     try:
-        generator = build_generator(config)
+        # Built on the meta device first, the network takes no memory: a config that asks for a huge
+        # network, or weights that do not fit it, are refused from the file's header alone.
+        with torch.device("meta"):
+            skeleton = build_generator(config)
     except (ValueError, TypeError) as e:
         raise ModelFolderError(f"{folder / CONFIG_FILE} describes no buildable model: {e}") from None
-    weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFolderError(f"{folder} has no {WEIGHTS_FILE}")
     try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        check_state_dict(skeleton, shapes, where=str(weights))
         state = load_file(str(weights))
+    except ModelFolderError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise ModelFolderError(f"{weights} is not a readable safetensors file: {e}") from None
-    check_state_dict(generator, state, where=str(weights))
+    generator = build_generator(config)
     generator.load_state_dict(state)
     return config, generator.to(device).eval()
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
-import torch
 from huggingface_hub import HfApi, ModelCard, ModelCardData, constants, get_cached_repo_tree, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
@@ -33,7 +32,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
-from safetensors import safe_open
 
 from studio import zoo
 from studio.checkpoint import (
@@ -41,9 +39,6 @@ from studio.checkpoint import (
     WEIGHTS_FILE,
     ModelConfig,
     ModelFolderError,
-    build_generator,
-    check_state_dict,
-    load_config,
     load_model,
 )
 from studio.engine import Engine, Request
@@ -171,24 +166,9 @@ def _check_model(repo_id: str, snapshot: Path) -> None:
         raise HubError(f"{repo_id} holds a model of architecture {architecture!r}, which the studio does not know "
                        f"(it knows: {', '.join(sorted(ARCHITECTURES))})")
     try:
-        config = load_config(snapshot)
-        _check_shapes(config, snapshot / WEIGHTS_FILE)
-        load_model(snapshot)
+        load_model(snapshot)  # checks every tensor against the config from the header before loading
     except (ModelFolderError, ValueError, TypeError) as e:
         raise HubError(f"{repo_id} holds no loadable studio model: {_first_line(e)}") from None
-
-
-def _check_shapes(config: ModelConfig, weights: Path) -> None:
-    # Built on the meta device, the generator takes no memory: a config that asks for a huge
-    # network is refused by the tensor shapes in the weights file's header before anything is allocated.
-    with torch.device("meta"):
-        generator = build_generator(config)
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for damaged headers
-        raise ModelFolderError(f"{WEIGHTS_FILE} is not a readable safetensors file ({e})") from None
-    check_state_dict(generator, shapes, where=WEIGHTS_FILE)
 
 
 # -- push ----------------------------------------------------------------------------------------
