@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,15 +18,13 @@ PCA_SAMPLES = 1024
 DIRECTIONS_FILE = "directions.safetensors"
 NAMES_FILE = "sliders.json"
 
-ProgressFn = Callable[[float, str], None]
-
 
 def _first_layer(model: LoadedModel) -> torch.nn.Module:
     """The block that reads z (every studio generator has ``blocks[0]`` for it)."""
     return model.generator.blocks[0]
 
 
-def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS, progress: ProgressFn | None = None,
+def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS,
             samples: int = PCA_SAMPLES) -> torch.Tensor:
     """Find ``k`` directions ``[k, z_dim]`` for ``model`` with ``method`` ("sefa" or "pca")."""
     z_dim = model.config.z_dim
@@ -49,16 +46,18 @@ def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS, progress: 
             zc = z[start : start + chunk]
             x = torch.cat([zc, c[start : start + chunk]], 1) if model.config.num_classes else zc
             features.append(_first_layer(model)(x[:, :, None, None].to(device)).flatten(1).cpu())
-            if progress:
-                progress(min(1.0, (start + chunk) / samples), "sampling features")
     return latent.pca_directions(z, torch.cat(features), k)
 
 
-def load_or_compute(model: LoadedModel, method: str, progress: ProgressFn | None = None) -> torch.Tensor:
+def load_or_compute(model: LoadedModel, method: str) -> torch.Tensor:
     """The model's ``[MAX_DIRECTIONS, z_dim]`` directions for ``method``, computed once then cached.
 
-    The cache is keyed by the weights' hash, so a model folder whose weights change recomputes.
+    The file cache is keyed by the weights' hash, so a model folder whose weights change recomputes;
+    the loaded model keeps them in memory too, since every slider move needs them.
     """
+    memo_key = ("directions", method)
+    if memo_key in model.memo:
+        return model.memo[memo_key]
     path = model.folder / DIRECTIONS_FILE
     cached: dict[str, torch.Tensor] = {}
     if path.is_file():
@@ -69,8 +68,9 @@ def load_or_compute(model: LoadedModel, method: str, progress: ProgressFn | None
     key = f"{method}:{model.weights_sha256[:16]}"
     if key not in cached:
         cached = {k: v for k, v in cached.items() if k.endswith(model.weights_sha256[:16])}
-        cached[key] = compute(model, method, progress=progress).contiguous()
+        cached[key] = compute(model, method).contiguous()
         atomic_write(path, lambda tmp: save_file(cached, str(tmp)))
+    model.memo[memo_key] = cached[key]
     return cached[key]
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class LoadedModel:
     config: ModelConfig
     generator: nn.Module
     folder: Path
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # derived data, e.g. directions
 
     @cached_property
     def weights_sha256(self) -> str:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from studio import directions, zoo
 from studio.engine import Engine, Request
@@ -19,15 +20,20 @@ def test_directions_are_orthonormal_cached_and_keyed_by_weights(tiny: str, metho
     cache = model.folder / directions.DIRECTIONS_FILE
     assert cache.is_file()
     stamp = cache.stat().st_mtime_ns
-    assert torch.equal(directions.load_or_compute(model, method), dirs)
+    reloaded = zoo.load(tiny)  # a fresh load has no directions in memory: they come from the file
+    assert torch.equal(directions.load_or_compute(reloaded, method), dirs)
     assert cache.stat().st_mtime_ns == stamp  # served from the cache, not recomputed
+    cache.unlink()
+    assert torch.equal(directions.load_or_compute(model, method), dirs)  # the loaded model keeps them
+    assert not cache.exists()
 
 
 def test_a_damaged_cache_is_recomputed(tiny: str) -> None:
     model = zoo.load(tiny)
     first = directions.load_or_compute(model, "sefa")
     (model.folder / directions.DIRECTIONS_FILE).write_bytes(b"garbage")
-    assert torch.equal(directions.load_or_compute(model, "sefa"), first)
+    assert torch.equal(directions.load_or_compute(zoo.load(tiny), "sefa"), first)
+    assert load_file(str(model.folder / directions.DIRECTIONS_FILE))  # rewritten whole
 
 
 @pytest.mark.slow
