@@ -35,7 +35,8 @@ QUEUED, RUNNING, FINISHED, CANCELLED, FAILED, INTERRUPTED = (
     "queued", "running", "finished", "cancelled", "failed", "interrupted")
 ACTIVE = (QUEUED, RUNNING)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SWD_EVERY = 50  # steps between SWD measurements during a job
+SWD_EVERY = 50
+PROGRESS_EVERY_S = 1.0  # steps between SWD measurements during a job
 
 
 def jobs_dir() -> Path:
@@ -226,20 +227,32 @@ def run_worker(folder: Path) -> int:
         tracker = metrics.SWDTracker(images, metrics.TRACKING_SAMPLES, swd)
         started, first_step = time.monotonic(), None
 
+        latest: dict[str, Any] = {}
+        written = 0.0
+
         def on_progress(step: int, total: int, losses: dict[str, float], previews: np.ndarray | None) -> None:
-            nonlocal first_step
+            nonlocal first_step, written
             first_step = step if first_step is None else first_step
             history.append({"step": step, **losses})
             if previews is not None:
                 save_png(folder / "previews.png", grid(previews, cols=4))
             rate = (time.monotonic() - started) / (step - first_step + 1)
-            _write_json(folder / "progress.json", {"step": step, "total": total, "losses": losses,
-                                                   "history": history, "swd": tracker.history,
-                                                   "eta_s": rate * (total - step), "s_per_step": rate})
+            latest.update({"step": step, "total": total, "losses": losses, "eta_s": rate * (total - step),
+                           "s_per_step": rate})
+            # The whole history is rewritten each time: at most once a second (and at the end), so a
+            # long run's file writes stay linear in its length, not quadratic.
+            if time.monotonic() - written >= PROGRESS_EVERY_S or step == total or previews is not None:
+                flush()
+                written = time.monotonic()
+
+        def flush() -> None:
+            if latest:
+                _write_json(folder / "progress.json", {**latest, "history": history, "swd": tracker.history})
 
         result = train.finetune(config, images, on_progress, lambda: (folder / "cancel").exists(),
                                 resume=bool(job.get("resume")), lineage=tracker.lineage,
                                 sample_every=SWD_EVERY, sample_fn=tracker, samples=metrics.TRACKING_SAMPLES)
+        flush()
     except Exception as e:  # anything: the artist reads it in the UI, the traceback goes to the log
         traceback.print_exc()
         _update(path, status=FAILED, error=f"{type(e).__name__}: {e}")
