@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from studio.engine import Engine, Request
+from studio.recipe import Recipe, read_recipe
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -34,13 +36,29 @@ def page(studio_url: str) -> Iterator[Page]:
 
 def shown_pixels(page: Page) -> np.ndarray:
     """The pixels of the image the page shows now, fetched from its own src."""
-    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
-    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(shown_bytes(page))).convert("RGB"))
 
 
 def wait_for_new_image(page: Page, old_src: str) -> None:
     page.wait_for_function(f"old => document.querySelector('{MAIN_IMG}')?.getAttribute('src') !== old",
                            arg=old_src, timeout=60_000)
+
+
+def shown_bytes(page: Page) -> bytes:
+    """The PNG the page shows now, fetched from its own src."""
+    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
+    return page.request.get(src).body()
+
+
+def wait_for_shown(page: Page, wanted: Callable[[Recipe], bool], timeout_s: float = 60) -> bytes:
+    """Wait until the shown PNG's own recipe satisfies ``wanted`` (so no earlier redraw is mistaken for it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = shown_bytes(page)
+        if wanted(read_recipe(data)):
+            return data
+        assert time.monotonic() < deadline, f"the page still shows {read_recipe(data)}"
+        page.wait_for_timeout(200)
 
 
 def current_src(page: Page) -> str:
@@ -93,29 +111,23 @@ def test_a_saved_pngs_recipe_restores_its_image(page: Page, tmp_path) -> None:
     page.fill("#seed input", "77")
     page.press("#seed input", "Enter")
     page.wait_for_function("() => document.querySelector('#seed input').value === '77'")
-    old_src = current_src(page)
     box = page.locator("#slider-2 input[type=number]")
     box.fill("-3")
     box.press("Enter")
-    wait_for_new_image(page, old_src)
-    page.wait_for_timeout(500)  # let the seed's own redraw settle, if any came after
     saved = tmp_path / "saved.png"
-    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
-    saved.write_bytes(page.request.get(src).body())
+    saved.write_bytes(wait_for_shown(page, lambda r: r.seed == 77 and r.edits == {2: -3.0}))
     wanted = shown_pixels(page)
 
-    # Wander off: another seed, the slider back to zero.
-    old_src = current_src(page)
+    # Wander off: another seed.
     page.fill("#seed input", "5")
     page.press("#seed input", "Enter")
-    wait_for_new_image(page, old_src)
+    wait_for_shown(page, lambda r: r.seed == 5)
     assert not np.array_equal(shown_pixels(page), wanted)
 
-    old_src = current_src(page)
     page.get_by_text("Recipe: drop a PNG").click()
     page.set_input_files("#recipe-file input[type=file]", str(saved))
-    wait_for_new_image(page, old_src)
-    page.wait_for_function("() => document.querySelector('#seed input').value === '77'")
+    wait_for_shown(page, lambda r: r.seed == 77 and r.edits == {2: -3.0})
+    assert page.input_value("#seed input") == "77"
     assert page.input_value("#slider-2 input[type=number]") == "-3"
     assert np.array_equal(shown_pixels(page), wanted)
 
@@ -179,12 +191,10 @@ def test_blending_two_classes_draws_the_blend(page: Page, eyes_engine: Engine) -
     page.get_by_label("Blend classes").check()
     page.wait_for_selector("#blend-1", state="visible")
     for index, weight in ((1, "0.6"), (6, "0.4")):  # blue, hazel
-        old = current_src(page)
         box = page.locator(f"#blend-{index} input[type=number]")
         box.fill(weight)
         box.press("Enter")
-        wait_for_new_image(page, old)
-    page.wait_for_timeout(500)  # the last change's own redraw, if one was still queued
+    wait_for_shown(page, lambda r: r.classes == {"blue": 0.6, "hazel": 0.4})
     expected = eyes_engine.generate(Request("omniart-eyes", (DEFAULT_SEED,), {"blue": 0.6, "hazel": 0.4},
                                             DEFAULT_TRUNCATION))[0]
     assert np.array_equal(shown_pixels(page), expected)
