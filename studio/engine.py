@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from studio.zoo import LoadedModel
 BUSY_MESSAGE = "The studio is busy, try again in a moment."
 DEFAULT_MEMORY_BUDGET_MB = 2048.0
 LATENCY_WINDOW = 512  # requests behind the p50/p95 figures of stats()
+# A failed built-in download is repeated at once for this long: pip against an unreachable index
+# takes a minute or more to give up, and every visitor's request would wait for it again.
+DOWNLOAD_RETRY_S = 300.0
 
 Loader = Callable[[str, torch.device], LoadedModel]
 
@@ -174,20 +177,33 @@ def model_bytes(model: LoadedModel) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+@dataclass(eq=False)
+class _Loading:
+    """A load in flight: its lock, and how many callers hold or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    callers: int = 0
+
+
 class ModelCache:
     """Loaded models on one device, least recently used first out when over a memory budget.
 
-    Thread-safe: concurrent first requests for one model load it once (a lock per name), while
-    other models load or get served meanwhile.
+    Thread-safe: concurrent first requests for one model load it once (a lock per name while it
+    loads), while other models load or get served meanwhile. A name leaves no trace unless it
+    loaded, or its built-in download failed: that failure is remembered for ``retry_after_s`` and
+    repeated at once meanwhile, so an unreachable package index costs one wait, not one per request.
     """
 
-    def __init__(self, loader: Loader, device: torch.device, budget_bytes: int) -> None:
+    def __init__(self, loader: Loader, device: torch.device, budget_bytes: int,
+                 retry_after_s: float = DOWNLOAD_RETRY_S) -> None:
         self._loader = loader
         self._device = device
         self._budget = budget_bytes
+        self.retry_after_s = retry_after_s
         self._models: OrderedDict[str, tuple[LoadedModel, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._name_locks: dict[str, threading.Lock] = {}
+        self._loading: dict[str, _Loading] = {}
+        self._failed: dict[str, tuple[float, zoo.DownloadFailed]] = {}  # name -> (when it failed, why)
 
     def forget(self, name: str) -> None:
         """Drop ``name`` so its next request loads its folder again (after the folder was replaced)."""
@@ -199,27 +215,68 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
+    def peek(self, name: str) -> LoadedModel | None:
+        """Model ``name`` if it is loaded (now the most recently used), else None; never loads."""
+        with self._lock:
+            return self._touch(name)
+
     def get(self, name: str) -> LoadedModel:
         """Model ``name`` on this cache's device, loading it if needed.
 
         Raises:
-            zoo.ModelUnavailable: From the loader, unchanged.
+            zoo.ModelUnavailable: From the loader, unchanged; or a download failure remembered from
+                less than ``retry_after_s`` ago.
         """
         with self._lock:
-            if name in self._models:
-                self._models.move_to_end(name)
-                return self._models[name][0]
-            name_lock = self._name_locks.setdefault(name, threading.Lock())
-        with name_lock:
+            if (model := self._touch(name)) is not None:
+                return model
+            self._raise_if_failed(name)
+            loading = self._loading.setdefault(name, _Loading())
+            loading.callers += 1
+        try:
+            with loading.lock:
+                with self._lock:  # loaded, or failed, by the thread we waited for
+                    if (model := self._touch(name)) is not None:
+                        return model
+                    self._raise_if_failed(name)
+                return self._load(name)
+        finally:
             with self._lock:
-                if name in self._models:  # loaded by the thread we waited for
-                    self._models.move_to_end(name)
-                    return self._models[name][0]
+                loading.callers -= 1
+                if not loading.callers:
+                    del self._loading[name]
+
+    def _touch(self, name: str) -> LoadedModel | None:
+        """With the lock held: the loaded model, marked most recently used; None if not loaded."""
+        entry = self._models.get(name)
+        if entry is None:
+            return None
+        self._models.move_to_end(name)
+        return entry[0]
+
+    def _raise_if_failed(self, name: str) -> None:
+        """With the lock held: raise the remembered download failure of ``name``, if still recent."""
+        if name not in self._failed:
+            return
+        when, error = self._failed[name]
+        age = time.monotonic() - when
+        if age >= self.retry_after_s:
+            del self._failed[name]
+            return
+        raise zoo.ModelUnavailable(f"{error} (this failed {age:.0f} s ago; the studio tries again in "
+                                   f"{self.retry_after_s - age:.0f} s)")
+
+    def _load(self, name: str) -> LoadedModel:
+        try:
             model = prepare(self._loader(name, self._device))
+        except zoo.DownloadFailed as e:
             with self._lock:
-                self._models[name] = (model, model_bytes(model))
-                self._evict()
-            return model
+                self._failed[name] = (time.monotonic(), e)
+            raise
+        with self._lock:
+            self._models[name] = (model, model_bytes(model))
+            self._evict()
+        return model
 
     def _evict(self) -> None:
         # The newest model always stays, even alone over budget: it is about to run.
@@ -261,7 +318,9 @@ class Engine:
     The worker takes the next model round-robin, gathers its queued requests up to ``max_batch``
     images, runs them as one forward pass and hands each caller its own images. It waits for more
     requests only to match the previous batch's count, and at most ``max_wait_ms`` after the oldest
-    arrived: a lone user's request runs at once.
+    arrived: a lone user's request runs at once. A model that is not loaded yet loads on a thread
+    of its own, its requests waiting meanwhile, so a slow load or download never holds up the
+    other models' requests.
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None: see ``default_device``.
@@ -289,6 +348,8 @@ class Engine:
         self.cache = ModelCache(loader, self.device, int(budget_mb * 2**20))
         self._cond = threading.Condition()
         self._queues: OrderedDict[str, deque[_Pending]] = OrderedDict()  # round-robin order of models
+        self._loading: set[str] = set()  # models loading on their own thread; their queues wait
+        self._fresh: dict[str, LoadedModel] = {}  # just loaded: served once even if evicted meanwhile
         self._depth = 0
         self._closed = False
         self._last_batch_requests = 0
@@ -368,6 +429,7 @@ class Engine:
             self._closed = True
             dropped = [p for queue in self._queues.values() for p in queue]
             self._queues.clear()
+            self._fresh.clear()
             self._depth = 0
             self._cond.notify_all()
         for pending in dropped:
@@ -388,31 +450,60 @@ class Engine:
 
     def _serve(self) -> None:
         while (taken := self._next_batch()) is not None:
-            name, batch = taken
+            model, batch = taken
             try:
-                self._run(name, batch)
+                self._run(model, batch)
             except Exception as e:  # a bug here must not stop the engine for everyone
                 for pending in batch:
-                    _resolve(pending, error=_generation_error(name, e))
+                    _resolve(pending, error=_generation_error(model.name, e))
 
-    def _next_batch(self) -> tuple[str, list[_Pending]] | None:
-        """Wait for work; return the next model round-robin and its requests for one batch (None: closed)."""
+    def _next_batch(self) -> tuple[LoadedModel, list[_Pending]] | None:
+        """Wait for work; return the next loaded model round-robin and its requests for one batch (None: closed)."""
         while True:
             expired: list[_Pending] = []
             with self._cond:
-                while not self._depth and not self._closed:
+                while not self._closed and (name := self._next_model()) is None:
                     self._cond.wait()
                 if self._closed:
                     return None
-                name, batch = self._gather(expired)
+                model = self._fresh.pop(name, None) or self.cache.peek(name)
+                if model is None:
+                    self._start_loading(name)
+                    continue
+                batch = self._gather(name, expired)
             for pending in expired:
                 _resolve(pending, error=self._timeout_error(self.timeout_s))
             if batch:
-                return name, batch
+                return model, batch
 
-    def _gather(self, expired: list[_Pending]) -> tuple[str, list[_Pending]]:
-        """With the lock held: the first model's live requests, up to ``max_batch`` images."""
-        name, queue = next(iter(self._queues.items()))
+    def _next_model(self) -> str | None:
+        """With the lock held: the first model in round-robin order with requests and not loading."""
+        return next((name for name in self._queues if name not in self._loading), None)
+
+    def _start_loading(self, name: str) -> None:
+        """With the lock held: load ``name`` on a thread of its own; its requests wait until it is done."""
+        self._loading.add(name)
+        threading.Thread(target=self._load, args=(name,), name=f"studio-load-{name[:40]}", daemon=True).start()
+
+    def _load(self, name: str) -> None:
+        """Load ``name``, then let its requests run; if it cannot load, fail them with the loader's error."""
+        try:
+            model, error = self.cache.get(name), None
+        except Exception as e:  # zoo.ModelUnavailable above all: its message is for the user
+            model, error = None, e
+        with self._cond:
+            self._loading.discard(name)
+            failed = self._queues.pop(name, deque()) if error is not None else deque()
+            self._depth -= len(failed)
+            if model is not None and name in self._queues:
+                self._fresh[name] = model
+            self._cond.notify_all()
+        for pending in failed:
+            _resolve(pending, error=error)
+
+    def _gather(self, name: str, expired: list[_Pending]) -> list[_Pending]:
+        """With the lock held: model ``name``'s live requests, up to ``max_batch`` images."""
+        queue = self._queues[name]
         self._queues.move_to_end(name)  # the next batch goes to the next model: fair interleaving
         batch: list[_Pending] = []
         images = 0
@@ -440,15 +531,10 @@ class Engine:
             del self._queues[name]
         if batch:
             self._last_batch_requests = len(batch)
-        return name, batch
+        return batch
 
-    def _run(self, name: str, batch: list[_Pending]) -> None:
-        """Load the model, run ``batch`` as one forward pass and hand out the images."""
-        try:
-            model = self.cache.get(name)
-        except Exception as e:  # zoo.ModelUnavailable above all: its message is for the user
-            self._fail_model(name, batch, e)
-            return
+    def _run(self, model: LoadedModel, batch: list[_Pending]) -> None:
+        """Run ``batch`` as one forward pass of ``model`` and hand out the images."""
         inputs = self._inputs(model, batch)
         if not inputs:
             return
@@ -459,7 +545,7 @@ class Engine:
             images = self._forward(model, z, c)
         except Exception as e:
             for pending in live:
-                _resolve(pending, error=_generation_error(name, e))
+                _resolve(pending, error=_generation_error(model.name, e))
             return
         done = time.monotonic()
         with self._cond:
@@ -500,11 +586,3 @@ class Engine:
                 chunk = max(1, min(chunk, len(z)) // 2)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-
-    def _fail_model(self, name: str, batch: list[_Pending], error: Exception) -> None:
-        """Fail ``batch`` and every queued request for model ``name`` with the loader's ``error``."""
-        with self._cond:
-            queued = self._queues.pop(name, deque())
-            self._depth -= len(queued)
-        for pending in [*batch, *queued]:
-            _resolve(pending, error=error)

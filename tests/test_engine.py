@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,8 @@ def test_a_lone_request_does_not_wait_for_company(models: TinyZoo) -> None:
 
 def test_two_models_interleave(models: TinyZoo) -> None:
     with Engine("cpu", max_batch=1, loader=models.load) as eng:
+        eng.generate(Request("b", (0,)))  # loaded: a model still loading waits apart (see below)
+        models.forwards.clear()
         hold_worker(eng, models, "a")
         flood = [eng.submit(Request("a", (s,))) for s in range(1, 11)]
         other = eng.submit(Request("b", (1,)))
@@ -223,6 +226,70 @@ def test_loader_errors_reach_that_models_callers_unchanged(home: Path, tiny: str
     with pytest.raises(zoo.ModelUnavailable) as expected:
         zoo.load("no-such-model")
     assert str(error.value) == str(expected.value)
+
+
+def test_a_slow_load_never_holds_up_loaded_models(models: TinyZoo) -> None:
+    release = threading.Event()
+
+    def loader(name: str, device: torch.device) -> zoo.LoadedModel:
+        if name == "slow":  # a download from a far-away package index, say
+            assert release.wait(WAIT)
+        return models.load(name, device)
+
+    with Engine("cpu", loader=loader) as eng:
+        eng.generate(Request("a", (0,)))
+        slow = [eng.submit(Request("slow", (s,))) for s in (1, 2)]
+        assert eng.generate(Request("a", (1,)), timeout=WAIT).shape == (1, 32, 32, 3)
+        assert not any(f.done() for f in slow)  # still loading, while "a" was served
+        release.set()
+        assert all(f.result(WAIT).shape == (1, 32, 32, 3) for f in slow)
+    assert models.loads == {"a": 1, "slow": 1}
+
+
+def internal_sizes(*objects: object) -> dict[str, int]:
+    """The size of every container attribute of ``objects``: what per-name state would grow."""
+    return {f"{type(o).__name__}.{key}": len(value) for o in objects for key, value in vars(o).items()
+            if isinstance(value, (dict, set, list, deque))}
+
+
+def test_unknown_model_names_leave_no_state_behind(home: Path, tiny: str) -> None:
+    with Engine("cpu") as eng:
+        eng.generate(Request(tiny, (0,)))
+        before = internal_sizes(eng, eng.cache)
+        names = [f"no-such-model-{i:03d}-" + "x" * 40 for i in range(150)]
+        futures = [eng.submit(Request(name, (0,))) for name in names]
+        for future in futures:
+            with pytest.raises(zoo.ModelUnavailable, match="unknown model"):
+                future.result(WAIT)
+        for name in names[:20]:  # straight to the cache, as the tabs ask it for a model's details
+            with pytest.raises(zoo.ModelUnavailable, match="unknown model"):
+                eng.cache.get(name)
+        assert internal_sizes(eng, eng.cache) == before
+        assert eng.generate(Request(tiny, (1,))).shape == (1, 32, 32, 3)
+
+
+def test_a_failed_download_is_remembered_not_retried_per_request(home: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "pip.log"  # pip appends to it on every run
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index from a config file
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on port 9
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_LOG", str(log))
+    with Engine("cpu") as eng:
+        with pytest.raises(zoo.ModelUnavailable, match="could not download gan-face-generate==1.1.1") as first:
+            eng.generate(Request("digiface-faces", (0,)))
+        ran = log.read_text()
+        assert "127.0.0.1:9" in ran
+        for _ in range(3):
+            with pytest.raises(zoo.ModelUnavailable, match=r"failed \d+ s ago; the studio tries again in \d+ s"
+                               ) as again:
+                eng.generate(Request("digiface-faces", (0,)))
+            assert str(again.value).startswith(str(first.value))
+        assert log.read_text() == ran  # pip did not run again
+        eng.cache.retry_after_s = 0  # once the time is up, the next request tries for real
+        with pytest.raises(zoo.ModelUnavailable, match="could not download"):
+            eng.generate(Request("digiface-faces", (0,)))
+        assert len(log.read_text()) > len(ran)
 
 
 def test_a_bad_request_fails_alone_before_batching(engine: Engine, models: TinyZoo) -> None:
