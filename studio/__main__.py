@@ -138,7 +138,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     resolution = args.resolution or zoo.model_config(zoo.DEFAULT_MODEL).resolution
     try:
         report = data.ingest([Path(p) for p in args.paths], args.name, resolution, background=args.background,
-                             fit=args.fit)
+                             fit=args.fit, overwrite=args.overwrite, drop_near_duplicates=args.drop_near_duplicates)
     except data.NoUsableImages as e:
         for r in e.rejected:
             print(f"  rejected {r.source}: {r.reason}")
@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_name", help="class of a conditional base to fine-tune (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the newest run of --out from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model called --out "
+                   "(built-in models are never replaced)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("metrics", help="SWD and near-copies of a model's samples against a data set",

@@ -118,7 +118,8 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[ModelC
         ModelFolderError: The folder lacks a file, or a tensor is missing, unexpected or mis-shaped;
             the message names the tensor.
     """
-    folder = Path(folder)
+    # Resolved once: a folder swapped meanwhile (storage.swap_dir) still gives config and weights of one version.
+    folder = Path(folder).resolve()
     config = load_config(folder)
     weights = folder / WEIGHTS_FILE
     try:

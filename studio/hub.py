@@ -44,7 +44,7 @@ from studio.checkpoint import (
 from studio.engine import Engine, Request
 from studio.media import grid, png_bytes
 from studio.models import ARCHITECTURES
-from studio.storage import atomic_dir, atomic_write_bytes
+from studio.storage import atomic_dir, atomic_write_bytes, swap_dir
 
 CARD_FILE = "README.md"
 SAMPLE_FILE = "sample.png"
@@ -97,7 +97,7 @@ def pull(repo_id: str, revision: str | None = None) -> Pulled:
     snapshot = Path(_download(repo_id, revision))
     _check_files(repo_id, snapshot)
     _check_model(repo_id, snapshot)
-    with atomic_dir(dest) as tmp:
+    with swap_dir(dest) as tmp:
         for name in PULL_FILES:
             if (snapshot / name).is_file():
                 shutil.copyfile(snapshot / name, tmp / name)  # the cache's files are links to blobs

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -75,3 +78,49 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# Far longer than any reader takes to load a folder it resolved (a model loads in well under a second).
+SWAP_GRACE_S = 60.0
+
+
+def _versions(path: Path) -> list[Path]:
+    """The hidden version folders of ``path`` that ``swap_dir`` made (only ``path``'s own, whatever its name)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.v-[0-9a-f]{{16}}")
+    return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)] if path.parent.is_dir() else []
+
+
+@contextmanager
+def swap_dir(path: Path) -> Iterator[Path]:
+    """Yield a new folder that replaces ``path`` in one atomic step if the block succeeds.
+
+    ``path`` becomes a symbolic link to a hidden version folder beside it; a replacement is a new version
+    and one ``rename`` of the link, so a concurrent reader always finds either the old folder or the
+    complete new one, never none (``atomic_dir`` renames twice, with a moment in between). The version
+    a link replaces is kept until the next swap, and any older one for ``SWAP_GRACE_S`` after it was
+    written, so a reader that resolved the link before a swap can finish reading; then it is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    version = path.with_name(f".{path.name}.v-{secrets.token_hex(8)}")
+    version.mkdir()
+    os.chmod(version, 0o777 & ~_umask())
+    try:
+        yield version
+        previous = path.resolve() if path.is_symlink() else None
+        legacy = path.exists() and not path.is_symlink()  # a folder from before versions: moved aside once
+        if legacy:
+            previous = path.with_name(f".{path.name}.v-{secrets.token_hex(8)}")
+            os.replace(path, previous)
+        link = path.with_name(f".{path.name}.link-{secrets.token_hex(8)}")
+        os.symlink(version.name, link)
+        os.replace(link, path)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    if legacy:
+        shutil.rmtree(previous, ignore_errors=True)
+    for old in _versions(path):
+        with suppress(FileNotFoundError):  # another swap of the same folder may remove it first
+            if old not in (version, previous) and time.time() - old.stat().st_mtime > SWAP_GRACE_S:
+                shutil.rmtree(old, ignore_errors=True)

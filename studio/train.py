@@ -14,6 +14,8 @@ import json
 import math
 import os
 import re
+import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,7 +34,7 @@ from studio.augment import POLICIES, diff_augment
 from studio.checkpoint import ModelConfig, build_generator, load_state, save_model, save_state
 from studio.media import to_uint8
 from studio.models import build_discriminator
-from studio.storage import atomic_dir, atomic_write, models_dir, studio_home
+from studio.storage import atomic_write, studio_home, swap_dir
 
 LOSSES = ("logistic", "hinge", "wgan-gp")
 DISCRIMINATOR_FILE = "discriminator.safetensors"
@@ -42,6 +45,10 @@ AUGMENT_BELOW = 1000  # DiffAugment is on by default for sets smaller than this
 # fresh discriminator costs about a quarter of a full one, and freezing the generator's first two
 # blocks keeps the base model's coarse structure while the later ones learn the artist's style.
 QUICK_PRESET = {"steps": 600, "batch": 16, "d_width": 32, "freeze_g": 2}
+# Limits of one run, so a typo (or a visitor) cannot book the machine for days: 20,000 steps is about
+# 3.5 hours at the quick preset's 0.63 s/step on a 2-core CPU; batch 64 at 128 px fits in 4 GB.
+MAX_STEPS = 20_000
+MAX_BATCH = 64
 
 ProgressFn = Callable[[int, int, dict[str, float], "np.ndarray | None"], None]
 
@@ -53,6 +60,8 @@ class TrainConfig:
     Attributes:
         data: Dataset name (under ``STUDIO_HOME/datasets``), recorded in the lineage.
         out: Name of the model folder to create under ``STUDIO_HOME/models``.
+        run: The run's own folder name under ``STUDIO_HOME/runs`` (a job's id); "" = a new one per run.
+        overwrite: Replace an existing model called ``out`` (built-in models are never replaced).
         base: Zoo model to start from, or "none" to train from scratch.
         steps: Generator steps.
         batch: Images per step (split across processes under torchrun).
@@ -78,6 +87,8 @@ class TrainConfig:
 
     data: str
     out: str
+    run: str = ""
+    overwrite: bool = False
     base: str = zoo.DEFAULT_MODEL
     steps: int = 500
     batch: int = 16
@@ -107,8 +118,14 @@ class TrainConfig:
             raise ValueError(f"augment must be auto, on or off, not {self.augment!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", self.out):
             raise ValueError(f"bad model name {self.out!r}: use letters, digits, - and _")
+        if self.run and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", self.run):
+            raise ValueError(f"bad run name {self.run!r}: use letters, digits, - and _")
         if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("steps, batch, checkpoint_every and keep_checkpoints must be at least 1")
+        if self.steps > MAX_STEPS or self.batch > MAX_BATCH:
+            raise ValueError(f"a run takes at most {MAX_STEPS:,} steps and {MAX_BATCH} images per step")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise ValueError(f"the learning rate must be a number above 0 and at most 1, not {self.lr}")
         object.__setattr__(self, "betas", tuple(self.betas))
         object.__setattr__(self, "augment_policy", tuple(self.augment_policy))
 
@@ -135,9 +152,31 @@ def scratch_config(config: TrainConfig) -> ModelConfig:
     return ModelConfig("dcgan", arch, title=config.out)
 
 
-def run_dir(name: str) -> Path:
-    """Where a run's checkpoints live: ``STUDIO_HOME/runs/<name>``."""
-    return studio_home() / "runs" / name
+def run_dir(run: str) -> Path:
+    """Where run ``run`` keeps its checkpoints: ``STUDIO_HOME/runs/<run>``."""
+    return studio_home() / "runs" / run
+
+
+def new_run(config: TrainConfig) -> TrainConfig:
+    """``config`` with a run folder of its own (unless it names one), so two runs never share checkpoints."""
+    if config.run:
+        return config
+    return replace(config, run=f"{config.out}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+
+
+def latest_run(out: str) -> str | None:
+    """The newest run that makes model ``out`` and has a checkpoint (what ``--resume`` continues)."""
+    found = []
+    for checkpoint in (studio_home() / "runs").glob("*/checkpoints/step-*.safetensors"):
+        if checkpoint_config(checkpoint).get("out") == out:
+            found.append((checkpoint.stat().st_mtime, checkpoint.parents[1].name))
+    return max(found)[1] if found else None
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The training config stored in checkpoint ``path``, read from its header alone."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("json", "{}")).get("config", {})
 
 
 # -- distributed ---------------------------------------------------------------------------------
@@ -368,9 +407,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, meta: di
     return {"state": state, "param_groups": groups}
 
 
-def latest_checkpoint(name: str) -> Path | None:
-    """The newest checkpoint of run ``name``, if any."""
-    found = sorted((run_dir(name) / "checkpoints").glob("step-*.safetensors"))
+def latest_checkpoint(run: str) -> Path | None:
+    """The newest checkpoint of run ``run``, if any."""
+    found = sorted((run_dir(run) / "checkpoints").glob("step-*.safetensors"))
     return found[-1] if found else None
 
 
@@ -386,7 +425,8 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
         progress_fn: Called as ``progress_fn(step, total, losses, previews)``; previews (``[8, H, W, 3]``
             uint8 from the EMA generator) every ``preview_every`` steps and at the end, else None.
         should_stop: Polled every step; when it returns True the run checkpoints and returns "stopped".
-        resume: Continue from the run's latest checkpoint if there is one.
+        resume: Continue from the latest checkpoint of run ``config.run`` (or, when that is empty, of the
+            newest run that makes ``config.out``) if there is one.
         lineage: Extra facts for the model's config (e.g. the dataset's size and SWD), merged in.
         sample_every: Steps between calls of ``sample_fn`` (0 = never); it is also called at the end.
         sample_fn: Called as ``sample_fn(step, images)`` with ``samples`` EMA-generator images
@@ -394,11 +434,20 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
         samples: How many images ``sample_fn`` gets.
 
     Returns:
-        How the run ended; a finished run's model folder is ``STUDIO_HOME/models/<out>``.
+        How the run ended; a finished run's model folder is ``STUDIO_HOME/models/<out>``, its checkpoints
+        are in ``run_dir(config.run)`` (a new run folder when ``config.run`` is empty).
+
+    Raises:
+        ValueError: ``config.out`` is a built-in model, or an existing one and ``config.overwrite`` is off
+            (checked before the first step, and again before publishing).
     """
+    zoo.writable_folder(config.out, config.overwrite)
+    if resume and not config.run:
+        config = replace(config, run=latest_run(config.out) or "")
+    config = new_run(config)
     run = Run(config, images)
-    folder = run_dir(config.out)
-    if resume and (path := latest_checkpoint(config.out)):
+    folder = run_dir(config.run)
+    if resume and (path := latest_checkpoint(config.run)):
         run.load_checkpoint(path)
     writer = run.rank == 0
     losses: dict[str, float] = {}
@@ -447,21 +496,31 @@ def publish(run: Run, lineage: dict[str, Any]) -> Path:
     config = replace(run.model_config, title=cfg.out, lineage={**base, **lineage},
                      description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} "
                                  f"({len(run.images)} images, {run.step} steps).")
-    return _write_model(cfg.out, config, run.g_ema, run.d.state_dict())
+    return _write_model(cfg.out, config, run.g_ema, run.d.state_dict(), cfg.overwrite)
 
 
-def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: dict[str, torch.Tensor]) -> Path:
-    """A model folder with the generator, its config and the discriminator (for later fine-tunes)."""
-    folder = models_dir() / name
+def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: dict[str, torch.Tensor],
+                 overwrite: bool = False) -> Path:
+    """A model folder with the generator, its config and the discriminator (for later fine-tunes).
+
+    Raises:
+        ValueError: ``name`` is a built-in model, or an existing one and ``overwrite`` is off.
+    """
+    folder = zoo.writable_folder(name, overwrite)
     d_state = {k: v.detach().cpu().contiguous() for k, v in d_state.items()}
-    with atomic_dir(folder) as tmp:
+    with swap_dir(folder) as tmp:
         save_model(tmp, config, generator)
         atomic_write(tmp / DISCRIMINATOR_FILE, lambda p: save_file(d_state, str(p)))
     return folder
 
 
-def export_checkpoint(path: Path, name: str) -> Path:
-    """Publish the EMA generator of checkpoint ``path`` as model ``name`` (a model folder), atomically."""
+def export_checkpoint(path: Path, name: str, overwrite: bool = False) -> Path:
+    """Publish the EMA generator of checkpoint ``path`` as model ``name`` (a model folder), atomically.
+
+    Raises:
+        ValueError: ``name`` is a built-in model, or an existing one and ``overwrite`` is off.
+    """
+    zoo.writable_folder(name, overwrite)
     tensors, meta = load_state(path)
     cfg = TrainConfig.from_dict(meta["config"])
     model_config = scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
@@ -472,4 +531,4 @@ def export_checkpoint(path: Path, name: str) -> Path:
     generator = build_generator(config)
     generator.load_state_dict({k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")})
     d_state = {k[len("D.") :]: v for k, v in tensors.items() if k.startswith("D.")}
-    return _write_model(name, config, generator, d_state)
+    return _write_model(name, config, generator, d_state, overwrite)

@@ -38,7 +38,7 @@ from studio.checkpoint import (
     load_model,
     save_model,
 )
-from studio.storage import atomic_dir, models_dir, studio_home
+from studio.storage import models_dir, studio_home, swap_dir
 
 DEFAULT_MODEL = "omniart-eyes"
 
@@ -208,8 +208,28 @@ def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.T
     except ModelFolderError as e:
         raise ModelUnavailable(str(e)) from None
     generator.load_state_dict(state)
-    with atomic_dir(folder) as tmp:
+    with swap_dir(folder) as tmp:
         save_model(tmp, config, generator)
+    return folder
+
+
+def writable_folder(name: str, overwrite: bool = False) -> Path:
+    """The folder that new local model ``name`` will be written to, once checked that it may be.
+
+    Built-in models are never replaced (recipes made with them must keep replaying), and an existing
+    model only when the caller asked for it.
+
+    Raises:
+        ValueError: ``name`` is not a usable name, is a built-in model's, or is taken and ``overwrite`` is off.
+    """
+    if not _LOCAL_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a usable model name: use letters, digits, '.', '_' and '-'")
+    if name in BUILTIN:
+        raise ValueError(f"{name!r} is a built-in model and cannot be replaced: choose another name")
+    folder = models_dir() / name
+    if not overwrite and (folder.exists() or folder.is_symlink()):
+        raise ValueError(f"a model named {name!r} exists already: choose another name, or ask to replace it "
+                         f"(--overwrite)")
     return folder
 
 
@@ -226,12 +246,7 @@ def import_tutorial_file(path: Path, name: str, resolution: int, z_dim: int = 10
         ValueError: ``name`` is not a fresh local model name.
         ModelUnavailable: The file is unreadable or its tensors do not fit the stated layout.
     """
-    if not _LOCAL_NAME.fullmatch(name) or name in BUILTIN:
-        raise ValueError(f"{name!r} is not a usable model name: use letters, digits, '.', '_' and '-', "
-                         f"not a built-in model's name")
-    folder = models_dir() / name
-    if folder.exists():
-        raise ValueError(f"a model named {name!r} already exists; choose another --name")
+    folder = writable_folder(name)
     path = Path(path)
     state = tutorial_state(_load_weights_only(path, str(path)), str(path))
     config = tutorial_config(state, resolution, z_dim, tuple(class_names), title=name, license=license,

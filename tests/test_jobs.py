@@ -71,7 +71,7 @@ def test_a_job_runs_in_a_worker_and_its_model_becomes_pickable(tiny: str, tmp_pa
 
 def test_queued_jobs_wait_their_turn_and_cancel_stops_a_running_one(tiny: str, tmp_path: Path, manager) -> None:
     make_dataset(tmp_path)
-    first = manager.submit(config(tiny, "long", 100_000), "prints")
+    first = manager.submit(config(tiny, "long", train.MAX_STEPS), "prints")
     second = manager.submit(config(tiny, "next", 5), "prints")
     wait_for(manager, first, lambda j: j["status"] == jobs.RUNNING and j["progress"].get("step", 0) >= 6)
     assert manager.get(second)["status"] == jobs.QUEUED and manager.get(second)["queue_position"] == 1
@@ -79,7 +79,7 @@ def test_queued_jobs_wait_their_turn_and_cancel_stops_a_running_one(tiny: str, t
     manager.cancel(first)
     stopped = wait_for(manager, first, settled, timeout=30)
     assert stopped["status"] == jobs.CANCELLED and time.monotonic() - asked < 10
-    assert train.latest_checkpoint("long") is not None  # its work is kept
+    assert train.latest_checkpoint(first) is not None  # its work is kept
     assert "long" not in zoo.model_names()
     done = wait_for(manager, second, settled)  # the queue moves on
     assert done["status"] == jobs.FINISHED
@@ -98,7 +98,7 @@ def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str,
     try:
         interrupted = second.get(job_id)
         assert interrupted["status"] == jobs.INTERRUPTED and "resume" in interrupted["error"]
-        checkpoint = train.latest_checkpoint("survivor")
+        checkpoint = train.latest_checkpoint(job_id)
         assert checkpoint is not None and int(checkpoint.stem.split("-")[1]) >= 10
         second.resume(job_id)
         done = wait_for(second, job_id, settled)
@@ -111,24 +111,91 @@ def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str,
 
 def test_a_crashing_job_reports_its_error_and_keeps_its_checkpoints(tiny: str, tmp_path: Path, manager) -> None:
     make_dataset(tmp_path)
-    job_id = manager.submit(config(tiny, "fragile", 100_000), "prints")
+    job_id = manager.submit(config(tiny, "fragile", train.MAX_STEPS), "prints")
     wait_for(manager, job_id, lambda j: j["progress"].get("step", 0) >= 6)
     manager.cancel(job_id)
     wait_for(manager, job_id, settled)
-    kept = sorted(p.name for p in (train.run_dir("fragile") / "checkpoints").iterdir())
+    kept = sorted(p.name for p in (train.run_dir(job_id) / "checkpoints").iterdir())
     # The data set disappears; resuming then fails inside the worker.
     data.dataset_dir("prints").joinpath("manifest.json").unlink()
     manager.resume(job_id)
     failed = wait_for(manager, job_id, settled)
     assert failed["status"] == jobs.FAILED
     assert "no data set named 'prints'" in failed["error"]
-    assert sorted(p.name for p in (train.run_dir("fragile") / "checkpoints").iterdir()) == kept
+    assert sorted(p.name for p in (train.run_dir(job_id) / "checkpoints").iterdir()) == kept
 
 
 def test_two_jobs_for_one_model_name_are_refused(tiny: str, tmp_path: Path, manager) -> None:
     make_dataset(tmp_path)
-    manager.submit(config(tiny, "twin", 100_000), "prints")
+    manager.submit(config(tiny, "twin", train.MAX_STEPS), "prints")
     with pytest.raises(ValueError, match="already making a model called 'twin'"):
         manager.submit(config(tiny, "twin", 5), "prints")
     for job in manager.list():
         manager.cancel(job["id"])
+
+
+def test_a_worker_that_dies_under_a_restarted_server_is_noticed_and_the_queue_moves_on(
+        tiny: str, tmp_path: Path, home: Path) -> None:
+    make_dataset(tmp_path)
+    first = jobs.JobManager(poll_s=0.2)
+    job_id = first.submit(config(tiny, "orphan", train.MAX_STEPS), "prints")
+    job = wait_for(first, job_id, lambda j: j["progress"].get("step", 0) >= 2)
+    first.close()  # the server restarts; its worker goes on
+    second = jobs.JobManager(poll_s=0.2)
+    try:
+        assert second.get(job_id)["status"] == jobs.RUNNING  # adopted: still alive
+        behind = second.submit(config(tiny, "behind", 5), "prints")
+        assert second.get(behind)["status"] == jobs.QUEUED
+        os.kill(job["pid"], signal.SIGKILL)  # then the worker dies while the new server runs
+        dead = wait_for(second, job_id, settled, timeout=30)
+        assert dead["status"] == jobs.INTERRUPTED and "resume" in dead["error"]
+        assert wait_for(second, behind, settled)["status"] == jobs.FINISHED  # the queue moved on
+    finally:
+        second.close()
+        first._procs[job_id].wait(timeout=30)
+
+
+def test_a_hung_worker_is_stopped_and_marked_interrupted(tiny: str, tmp_path: Path, home: Path) -> None:
+    make_dataset(tmp_path)
+    manager = jobs.JobManager(poll_s=0.2, stale_s=3)
+    try:
+        job_id = manager.submit(config(tiny, "frozen", train.MAX_STEPS), "prints")
+        job = wait_for(manager, job_id, lambda j: j["progress"].get("step", 0) >= 2)
+        os.kill(job["pid"], signal.SIGSTOP)  # alive, but no longer beating
+        hung = wait_for(manager, job_id, settled, timeout=30)
+        assert hung["status"] == jobs.INTERRUPTED
+        assert manager._procs.get(job_id) is None or manager._procs[job_id].wait(timeout=10) == -signal.SIGKILL
+    finally:
+        manager.close()
+
+
+def test_cancel_of_a_job_whose_worker_is_gone_ends_it_at_once(tiny: str, tmp_path: Path, home: Path) -> None:
+    make_dataset(tmp_path)
+    first = jobs.JobManager(poll_s=0.2)
+    job_id = first.submit(config(tiny, "gone", train.MAX_STEPS), "prints")
+    job = wait_for(first, job_id, lambda j: j["progress"].get("step", 0) >= 2)
+    first.close()
+    second = jobs.JobManager(poll_s=60)  # its scheduler will not look again during this test
+    try:
+        os.kill(job["pid"], signal.SIGKILL)
+        first._procs[job_id].wait(timeout=30)
+        second.cancel(job_id)
+        assert second.get(job_id)["status"] == jobs.CANCELLED
+    finally:
+        second.close()
+
+
+def test_a_job_is_seen_and_acted_on_by_its_owner_only(tiny: str, tmp_path: Path, manager) -> None:
+    make_dataset(tmp_path)
+    job_id = manager.submit(config(tiny, "alices", train.MAX_STEPS), "prints", owner="alice")
+    assert [j["id"] for j in manager.list(owner="alice")] == [job_id]
+    assert manager.list(owner="bob") == [] and manager.list(owner="") == []
+    for act in (manager.get, manager.cancel, manager.resume):
+        with pytest.raises(KeyError, match="no such job"):
+            act(job_id, owner="bob")
+    with pytest.raises(KeyError, match="no such job"):
+        manager.get("../../etc", owner="alice")
+    assert manager.get(job_id, owner="alice")["status"] in jobs.ACTIVE  # bob's cancel did nothing
+    assert not (jobs.jobs_dir() / job_id / "cancel").exists()
+    manager.cancel(job_id, owner="alice")
+    assert wait_for(manager, job_id, settled)["status"] == jobs.CANCELLED

@@ -66,7 +66,7 @@ def test_checkpoints_are_kept_to_the_last_few(tiny: str) -> None:
     result = train.finetune(config(tiny, "ckpt", steps=9, checkpoint_every=2, keep_checkpoints=2), synthetic_set())
     names = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
     assert names == ["step-0000008.safetensors", "step-0000009.safetensors"]
-    assert train.latest_checkpoint("ckpt").name == "step-0000009.safetensors"
+    assert train.latest_checkpoint(result.run_dir.name).name == "step-0000009.safetensors"
 
 
 def test_frozen_blocks_do_not_move(tiny: str) -> None:
@@ -94,6 +94,13 @@ def test_resolution_mismatch_and_bad_settings_are_refused(tiny: str) -> None:
         config(tiny, "x", loss="mse")
     with pytest.raises(ValueError, match="bad model name"):
         config(tiny, "../evil")
+    with pytest.raises(ValueError, match=f"at most {train.MAX_STEPS:,} steps"):
+        config(tiny, "x", steps=10**12)
+    with pytest.raises(ValueError, match=f"{train.MAX_BATCH} images per step"):
+        config(tiny, "x", batch=train.MAX_BATCH + 1)
+    for lr in (float("nan"), float("inf"), 0.0, -1e-4):
+        with pytest.raises(ValueError, match="learning rate"):
+            config(tiny, "x", lr=lr)
 
 
 def test_from_scratch_trains_an_unconditional_generator(home: Path) -> None:
@@ -130,3 +137,30 @@ def test_any_checkpoint_can_be_saved_as_a_model(tiny: str) -> None:
     assert weights(final).keys() == weights(result.model_dir).keys()
     assert all(torch.equal(weights(final)[k], weights(result.model_dir)[k]) for k in weights(final))
     assert not all(torch.equal(weights(folder)[k], weights(final)[k]) for k in weights(final))
+
+
+def test_runs_never_share_a_folder_and_models_are_replaced_only_when_asked(tiny: str) -> None:
+    first = train.finetune(config(tiny, "same", steps=3, checkpoint_every=1), synthetic_set())
+    kept = sorted(p.name for p in (first.run_dir / "checkpoints").iterdir())
+    before = weights(first.model_dir)
+    with pytest.raises(ValueError, match="a model named 'same' exists already"):
+        train.finetune(config(tiny, "same", steps=3), synthetic_set())
+    with pytest.raises(ValueError, match="exists already"):
+        train.export_checkpoint(first.run_dir / "checkpoints" / kept[0], "same")
+    assert all(torch.equal(before[k], weights(zoo.model_folder("same"))[k]) for k in before)  # untouched
+    second = train.finetune(config(tiny, "same", steps=3, checkpoint_every=1, seed=5, overwrite=True),
+                            synthetic_set())
+    assert second.run_dir != first.run_dir
+    assert sorted(p.name for p in (first.run_dir / "checkpoints").iterdir()) == kept  # the first run's are kept
+    after = weights(zoo.model_folder("same"))
+    assert not all(torch.equal(before[k], after[k]) for k in before)  # replaced, as asked
+
+
+def test_a_built_in_model_is_never_replaced(home: Path) -> None:
+    original = (zoo.model_folder("omniart-eyes") / "model.safetensors").read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="'omniart-eyes' is a built-in model and cannot be replaced"):
+            train.finetune(train.TrainConfig(data="s", out="omniart-eyes", base="none", resolution=32, steps=2,
+                                             batch=4, overwrite=overwrite), synthetic_set())
+    assert (zoo.model_folder("omniart-eyes") / "model.safetensors").read_bytes() == original
+    assert not (home / "runs").exists()  # refused before the first step: nothing written
