@@ -115,7 +115,7 @@ def test_import_refuses_names_it_would_clobber(home: Path, tmp_path: Path) -> No
     path = tmp_path / "netG.pth"
     torch.save(main_state(tutorial_generator()), path)
     zoo.import_tutorial_file(path, "mine", 32, 16)
-    for name, message in (("mine", "already exists"), ("omniart-eyes", "not a usable model name"),
+    for name, message in (("mine", "exists already"), ("omniart-eyes", "a built-in model and cannot be replaced"),
                           ("a/b", "not a usable model name"), (".hidden", "not a usable model name")):
         with pytest.raises(ValueError, match=message):
             zoo.import_tutorial_file(path, name, 32, 16)
