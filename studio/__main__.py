@@ -146,6 +146,8 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     print(f"kept {len(report.kept)} images, rejected {len(report.rejected)}; wrote {report.dataset}")
     for r in report.rejected:
         print(f"  rejected {r.source}: {r.reason}")
+    for n in report.near_duplicates:
+        print(f"  near duplicate kept: {n.source} {n.detail}")
     if args.json:
         atomic_write_bytes(Path(args.json), json.dumps(report.to_json(), indent=2).encode())
 
@@ -313,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files, folders or zip archives) into a data set for finetune; every rejected "
                                    "input is listed with its reason.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders and zip archives")
-    p.add_argument("--name", required=True, help="data set name: letters, digits, - and _ (replaces one of that name)")
+    p.add_argument("--name", required=True, help="data set name: letters, digits, - and _")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set of that name")
+    p.add_argument("--drop-near-duplicates", action="store_true",
+                   help="reject images that look the same as an earlier one (same structure and colours) "
+                        "instead of keeping and listing them")
     p.add_argument("--resolution", type=int, metavar="R",
                    help="side of the square images (default: the default model's, 128)")
     p.add_argument("--background", choices=["white", "black"], default="white",

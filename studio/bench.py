@@ -17,6 +17,9 @@ batch size, for the full discriminator and for the quick preset.
 
 ``responsive``: the studio's generation latency with and without a fine-tune job running beside it.
 
+``dedup``: the near-duplicate rule of ingestion, luminance-only (old) against structure and colour
+(new): distinct works sharing a composition flagged as copies (false merges), and true near copies caught.
+
 ``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
@@ -109,6 +112,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _model_arguments(p)
     p.add_argument("--requests", type=int, default=60, help="requests timed in each phase (default 60)")
     p.set_defaults(func=cmd_bench_responsive)
+
+    p = kinds.add_parser("dedup", help="near-duplicate rule: false merges of distinct works, copies caught",
+                         description="False merges (distinct works sharing a composition flagged as near "
+                         "duplicates: the model's seeds under each of its classes, and procedural drawings in "
+                         "several palettes) and recall (JPEG re-encodes, +-10%% brightness, 1-pixel shifts "
+                         "caught) of the luminance-only rule and of the structure-and-colour rule.")
+    _model_arguments(p)
+    p.add_argument("--seeds", type=int, default=16, help="seeds drawn under every class (default 16)")
+    p.add_argument("--compositions", type=int, default=16, help="procedural compositions (default 16)")
+    p.add_argument("--palettes", type=int, default=6, help="palettes per composition (default 6)")
+    p.set_defaults(func=cmd_bench_dedup)
 
     p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
                          description="Launch the studio (python app.py) and time until a real Chromium shows "
@@ -419,3 +433,95 @@ def cmd_bench_responsive(args: argparse.Namespace) -> None:
     print(f"{args.model}: single-image requests through the engine, {args.requests} each")
     print(f"  no job running:        p50 {alone[0]:.1f} ms  p95 {alone[1]:.1f} ms")
     print(f"  fine-tune job running: p50 {busy[0]:.1f} ms  p95 {busy[1]:.1f} ms  (job at {step_s:.2f} s/step)")
+
+
+def class_variants(model: LoadedModel, seeds: int) -> list[list[np.ndarray]]:
+    """Per seed, its image under each of the model's classes: ``[seeds][classes]`` of ``[H, W, 3]`` uint8."""
+    per_class = [generate(model, range(seeds), name) for name in model.config.class_names]  # [C][S, H, W, 3]
+    return [[images[s] for images in per_class] for s in range(seeds)]
+
+
+def palette_variants(compositions: int, palettes: int, size: int) -> list[list[np.ndarray]]:
+    """Per composition (random flat shapes), the drawing in ``palettes`` hue-rotated palettes."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(compositions):
+        labels = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(labels)
+        for label in range(1, 7):  # shapes of labels 1-6 over a background of label 0
+            (x0, x1), (y0, y1) = sorted(rng.integers(0, size, 2)), sorted(rng.integers(0, size, 2))
+            (draw.ellipse if label % 2 else draw.rectangle)((x0, y0, x1 + 8, y1 + 8), fill=label)
+        base = rng.integers(40, 256, (7, 3)).astype(np.uint8)
+        hsv = np.asarray(Image.fromarray(base[None]).convert("HSV"), np.int32)  # [1, 7, 3]
+        variants = []
+        for j in range(palettes):
+            turned = hsv.copy()
+            turned[..., 0] = (turned[..., 0] + j * 256 // palettes) % 256
+            palette = np.asarray(Image.fromarray(turned.astype(np.uint8), "HSV").convert("RGB"))[0]  # [7, 3]
+            variants.append(palette[np.asarray(labels)])
+        out.append(variants)
+    return out
+
+
+def near_copies(image: np.ndarray) -> dict[str, np.ndarray]:
+    """True near copies of one ``[H, W, 3]`` uint8 image: JPEG re-encodes, +-10% brightness, 1-pixel shifts."""
+    import io
+
+    from PIL import Image
+
+    copies = {}
+    for quality in (30, 50, 70, 90):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        copies[f"JPEG q{quality}"] = np.asarray(Image.open(buffer))
+    for factor in (0.9, 1.1):
+        copies[f"brightness x{factor}"] = (image * factor).round().clip(0, 255).astype(np.uint8)
+    copies["1 px right"] = np.concatenate([image[:, :1], image[:, :-1]], axis=1)
+    copies["1 px down"] = np.concatenate([image[:1], image[:-1]], axis=0)
+    return copies
+
+
+def flagged(prints: list, same: Callable[[object, object], bool]) -> int:
+    """How many of a set's images a sequential pass flags as resembling an earlier one."""
+    return sum(any(same(prints[i], prints[j]) for j in range(i)) for i in range(len(prints)))
+
+
+def cmd_bench_dedup(args: argparse.Namespace) -> None:
+    """Print false merges and recall of the luminance-only and the structure-and-colour near-duplicate rules."""
+    from studio.data import NEAR_DUPLICATE_BITS, NEAR_DUPLICATE_COLOUR, Fingerprint
+
+    model = zoo.load(args.model, "cpu")
+    if not model.config.class_names:
+        raise ValueError(f"bench dedup draws each seed under every class; {args.model} has no classes")
+    eyes = class_variants(model, args.seeds)
+    drawings = palette_variants(args.compositions, args.palettes, model.config.resolution)
+    works = {f"{args.model} classes": [[Fingerprint.of(x) for x in group] for group in eyes],
+             "palettes": [[Fingerprint.of(x) for x in group] for group in drawings]}
+    rules = {"old (structure only)": Fingerprint.same_structure, "new (structure and colour)": Fingerprint.resembles}
+    print(f"{args.model}: {args.seeds} seeds x {len(eyes[0])} classes; {args.compositions} procedural "
+          f"compositions x {args.palettes} palettes; {model.config.resolution} px")
+    print("false merges (distinct works flagged as a near duplicate of an earlier one):")
+    for label, groups in works.items():
+        prints = [p for group in groups for p in group]
+        for rule, same in rules.items():
+            n = flagged(prints, same)
+            print(f"  {label:>22}, {rule:>26}: {n:4d} of {len(prints)} ({100 * n / len(prints):.1f}%)")
+    originals = [group[0] for group in eyes + drawings]
+    pairs = [(kind, Fingerprint.of(image), Fingerprint.of(copy))
+             for image in originals for kind, copy in near_copies(image).items()]
+    print(f"near copies caught (recall), {len(originals)} originals:")
+    for rule, same in rules.items():
+        caught = sum(same(a, b) for _, a, b in pairs)
+        missed = ", ".join(dict.fromkeys(kind for kind, a, b in pairs if not same(a, b))) or "none"
+        print(f"  {rule:>26}: {caught} of {len(pairs)} ({100 * caught / len(pairs):.1f}%); "
+              f"kinds with misses: {missed}")
+    copies = [a.colour_distance(b) for _, a, b in pairs if a.same_structure(b)]
+    distinct = [a.colour_distance(b) for groups in works.values() for group in groups
+                for a, b in itertools.combinations(group, 2) if a.same_structure(b)]
+    print(f"colour distance of pairs within {NEAR_DUPLICATE_BITS} hash bits (threshold {NEAR_DUPLICATE_COLOUR:g}):")
+    print(f"  near copies:    max {max(copies):.1f}  p95 {np.percentile(copies, 95):.1f}  ({len(copies)} pairs)")
+    if distinct:
+        print(f"  distinct works: min {min(distinct):.1f}  p5 {np.percentile(distinct, 5):.1f}  "
+              f"({len(distinct)} pairs)")

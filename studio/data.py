@@ -1,14 +1,16 @@
 """Artwork ingestion: uploaded files and zip archives -> a validated, de-duplicated, square image set.
 
-``ingest`` reads every source into memory (zip members included: nothing from an upload is ever
-extracted to disk, unpickled or handed to a decoder outside the six accepted formats), turns each
-image into a ``resolution`` x ``resolution`` RGB square, drops exact and near duplicates, and writes
-the set under ``STUDIO_HOME/datasets/<name>/`` in one atomic step:
+``ingest`` checks each input's size (a file's from the file system, a zip member's as declared) against
+a per-image and a per-ingest byte limit before reading it, then reads it in bounded chunks (nothing from
+an upload is ever extracted to disk, unpickled or handed to a decoder outside the six accepted formats),
+turns each image into a ``resolution`` x ``resolution`` RGB square, drops exact duplicates, flags near
+duplicates (the same structure and the same colours; dropped only when asked) and writes the set under
+``STUDIO_HOME/datasets/<name>/`` in one atomic step, refusing to replace an existing set unless asked:
 
 - ``00000.png`` ...: the images, in input order;
 - ``manifest.json``: per image its source name, the sha256 of the original bytes, the original size
   ``[w, h]`` (as displayed, EXIF rotation applied) and the output file;
-- ``report.json``: every rejected input and why;
+- ``report.json``: every rejected input and why, and every near duplicate kept and what it resembles;
 - ``contact.png``: a contact sheet of the kept images.
 
 ``load_dataset`` gives the training loop the set as one ``[N, 3, R, R]`` tensor in [-1, 1].
@@ -20,12 +22,14 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import stat
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -56,12 +60,29 @@ NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Pillow's reduce-then-resample shortcut: with a gap of 3 the result is indistinguishable from a full
 # Lanczos pass (Pillow's documentation) at a fraction of the cost on large photos.
 REDUCING_GAP = 3.0
-# Two images are near duplicates when their 64-bit perceptual hashes differ in at most this many bits.
-# Measured on 320 default-model eyes at 128 px: re-encoding as JPEG (quality 30-95), brightness +-20%
-# (scaled or shifted), a 1-pixel shift flip at most 6 bits, a 2% crop at most 10 (mean 4); distinct
-# drawings differ by 12 or more (mean 30). The hash sees luminance only, so one drawing in other
-# colours (the same seed under another eye colour) often falls within 8 too, and counts as a duplicate.
+# Byte limits an artist should never meet: one image may be as large as the biggest picture the default
+# 40-megapixel limit lets through, stored uncompressed (8-bit RGB TIFF or BMP, 120 MB; a phone photo
+# is 3-12 MB, a 600 dpi A3 scan as PNG 50-100 MB); one ingest may read a thousand 4 MB phone photos,
+# several times what a fine-tune needs. Both are checked before reading and again while reading.
+MAX_IMAGE_BYTES = 128 * 2**20
+MAX_TOTAL_BYTES = 4 * 2**30
+READ_CHUNK = 2**20  # files and zip members are read this much at a time, so a limit cuts a read short
+# Two images have the same structure when their 64-bit perceptual hashes differ in at most this many
+# bits. Measured on 320 default-model eyes at 128 px: re-encoding as JPEG (quality 30-95), brightness
+# +-20% (scaled or shifted), a 1-pixel shift flip at most 6 bits, a 2% crop at most 10 (mean 4);
+# distinct drawings differ by 12 or more (mean 30). The hash sees luminance only, so one drawing in
+# other colours (the same seed under another eye colour) often falls within 8 too: the colour
+# signature below tells those apart.
 NEAR_DUPLICATE_BITS = 8
+# ... and the same colours when no cell of their colour signatures (mean colours on a COLOUR_CELLS
+# square grid) is more than NEAR_DUPLICATE_COLOUR apart in OKLab x 100 (about 1 is the smallest visible
+# step), once a uniform change of lightness is taken out. Measured at 128 px by `python -m studio bench
+# dedup --seeds 64 --compositions 64`: JPEG quality 30-90, brightness x0.9 and x1.1 and 1-pixel shifts
+# (the largest, as flat shapes cross cell borders) move a signature by at most 4.0 (95th percentile
+# 2.8, 1,023 copies); of the distinct works that share a structure (one seed under two eye colours, one
+# composition in two palettes: 693 pairs) the closest pair is 5.6 apart (5th percentile 9.7).
+COLOUR_CELLS = 8
+NEAR_DUPLICATE_COLOUR = 5.0
 
 
 class Reason(StrEnum):
@@ -121,18 +142,63 @@ class Rejection:
         return {"source": self.source, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class NearDuplicate:
+    """An image that looks like an earlier one: the same structure and the same colours.
+
+    Attributes:
+        source: The image's input name.
+        file: Its PNG in the data set.
+        resembles: The input name of the earlier image it looks like.
+        resembles_file: That image's PNG in the data set.
+        hash_bits: How many of the 64 perceptual-hash bits differ (at most ``NEAR_DUPLICATE_BITS``).
+        colour_distance: The colour signatures' distance (at most ``NEAR_DUPLICATE_COLOUR``).
+    """
+
+    source: str
+    file: str
+    resembles: str
+    resembles_file: str
+    hash_bits: int
+    colour_distance: float
+
+    @property
+    def detail(self) -> str:
+        """What it resembles and how closely, for people."""
+        return (f"looks the same as {self.resembles} (perceptual hashes {self.hash_bits} of 64 bits apart, "
+                f"colours {self.colour_distance:.1f} apart)")
+
+    def to_json(self) -> dict:
+        """Every field, the distance rounded to 0.01."""
+        return {"source": self.source, "file": self.file, "resembles": self.resembles,
+                "resembles_file": self.resembles_file, "hash_bits": self.hash_bits,
+                "colour_distance": round(self.colour_distance, 2)}
+
+
 @dataclass
 class IngestReport:
-    """What ``ingest`` wrote: the data set folder, the kept images in order, the rejected inputs."""
+    """What ``ingest`` wrote: the folder, kept images in order, rejected inputs, near duplicates kept."""
 
     dataset: Path
     kept: list[Kept]
     rejected: list[Rejection]
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        """``{"dataset": str, "kept": [{"source": ...}, ...], "rejected": [{"source", "reason"}, ...]}``."""
+        """``{"dataset": str, "kept": [...], "rejected": [{"source", "reason"}, ...], "near_duplicates": [...]}``."""
         return {"dataset": str(self.dataset), "kept": [k.to_json() for k in self.kept],
-                "rejected": [r.to_json() for r in self.rejected]}
+                "rejected": [r.to_json() for r in self.rejected],
+                "near_duplicates": [n.to_json() for n in self.near_duplicates]}
+
+
+class DatasetExists(ValueError):
+    """A data set of that name exists and ``overwrite`` was not asked for; nothing was written."""
+
+    def __init__(self, name: str, images: int) -> None:
+        super().__init__(f"data set {name!r} already exists ({images} image{'s' if images != 1 else ''}); "
+                         "to replace it, ingest again with --overwrite (overwrite=True), or choose another name")
+        self.name = name
+        self.images = images
 
 
 class NoUsableImages(ValueError):
@@ -160,11 +226,15 @@ class _Options:
     fit: Fit
     max_pixels: int
     max_entries: int
-    max_archive_bytes: int
+    max_image_bytes: int
+    max_total_bytes: int
+    drop_near_duplicates: bool
 
     def __post_init__(self) -> None:
         if not 8 <= self.resolution <= 2048:
             raise ValueError(f"resolution must be 8 to 2048 pixels, not {self.resolution}")
+        if min(self.max_pixels, self.max_entries, self.max_image_bytes, self.max_total_bytes) < 1:
+            raise ValueError("the pixel, entry and byte limits must be positive")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be white or black, not {self.background!r}")
         if self.fit not in ("crop", "pad"):
@@ -217,9 +287,10 @@ def load_dataset(name: str) -> torch.Tensor:
 
 
 def ingest(sources: Iterable[Source], name: str, resolution: int, *, background: Background = "white",
-           fit: Fit = "crop", max_pixels: int = 40_000_000, max_entries: int = 10_000,
-           max_archive_bytes: int = 2**30) -> IngestReport:
-    """Turn image files and zip archives into data set ``name``, replacing any older set of that name.
+           fit: Fit = "crop", overwrite: bool = False, drop_near_duplicates: bool = False,
+           max_pixels: int = 40_000_000, max_entries: int = 10_000, max_image_bytes: int = MAX_IMAGE_BYTES,
+           max_total_bytes: int = MAX_TOTAL_BYTES) -> IngestReport:
+    """Turn image files and zip archives into data set ``name``.
 
     Args:
         sources: File paths (a folder stands for every file under it) or ``(name, bytes)`` pairs; each
@@ -228,22 +299,34 @@ def ingest(sources: Iterable[Source], name: str, resolution: int, *, background:
         resolution: Side of the square output images, in pixels.
         background: Colour that transparency is composited on, and that ``pad`` fills with.
         fit: ``crop`` the centre square, or ``pad`` the whole image out to a square.
+        overwrite: Replace an existing data set of this name (in one atomic swap, once the new one is
+            complete); without it an existing set is refused before any input is read.
+        drop_near_duplicates: Reject near duplicates (reason ``duplicate``) instead of keeping and
+            flagging them.
         max_pixels: Images whose header declares more pixels are rejected before decoding (Pillow's
             own decompression-bomb limit, 89.5 MP, applies above this).
         max_entries: Archives with more entries are refused.
-        max_archive_bytes: Archives whose entries add up to more bytes uncompressed are refused
-            (declared sizes checked first, actual bytes counted while reading); also the limit for
-            a single file.
+        max_image_bytes: Files and archive entries larger than this are rejected before reading, by
+            their size on disk or declared size, and cut off at it while reading.
+        max_total_bytes: The bytes one ingest reads at most, files and archive entries together; an
+            archive whose entries declare more than is left is refused whole.
 
     Returns:
-        The report: where the set is, what was kept and what was rejected and why.
+        The report: where the set is, what was kept, what was rejected and why, and which kept images
+        are near duplicates of which.
 
     Raises:
         ValueError: A bad name or option.
+        DatasetExists: The set exists and ``overwrite`` is false: checked before any input is read (and
+            again before the new set would appear); nothing was written.
         NoUsableImages: No input gave an image; nothing was written.
     """
     folder = dataset_dir(name)
-    collector = _Collector(_Options(resolution, background, fit, max_pixels, max_entries, max_archive_bytes))
+    options = _Options(resolution, background, fit, max_pixels, max_entries, max_image_bytes, max_total_bytes,
+                       drop_near_duplicates)
+    if not overwrite:
+        _refuse_existing(name)
+    collector = _Collector(options)
     for label, file, size in _open_sources(sources):
         with file:
             collector.add_source(label, file, size)
@@ -251,7 +334,16 @@ def ingest(sources: Iterable[Source], name: str, resolution: int, *, background:
         raise NoUsableImages(collector.rejected)
     with atomic_dir(folder) as tmp:
         _write_dataset(tmp, collector)
-    return IngestReport(folder, collector.kept, collector.rejected)
+        if not overwrite:
+            _refuse_existing(name)  # made by another ingest while this one read: leave theirs in place
+    return IngestReport(folder, collector.kept, collector.rejected, collector.near_duplicates)
+
+
+def _refuse_existing(name: str) -> None:
+    """Raise ``DatasetExists`` when data set ``name`` is complete on disk."""
+    folder = dataset_dir(name)
+    if (folder / "manifest.json").is_file():
+        raise DatasetExists(name, sum(1 for _ in folder.glob("[0-9][0-9][0-9][0-9][0-9].png")))
 
 
 def _open_sources(sources: Iterable[Source]) -> Iterator[tuple[str, BinaryIO, int]]:
@@ -266,20 +358,96 @@ def _open_sources(sources: Iterable[Source]) -> Iterator[tuple[str, BinaryIO, in
         for file in files:
             label = file.relative_to(path.parent).as_posix() if file != path else path.name
             if not OS_JUNK.search(label):
-                yield label, open(file, "rb"), file.stat().st_size
+                f = open(file, "rb")
+                yield label, f, os.fstat(f.fileno()).st_size  # the size of the file read, not of a path
+
+
+def _read_bounded(file: BinaryIO, limit: int) -> bytes | None:
+    """All of ``file``'s bytes, read ``READ_CHUNK`` at a time; None once it holds more than ``limit``."""
+    data = bytearray()
+    while chunk := file.read(min(READ_CHUNK, limit + 1 - len(data))):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 def perceptual_hash(image: np.ndarray) -> int:
     """64-bit DCT perceptual hash (pHash) of one ``[H, W, 3]`` uint8 image.
 
     The 8x8 lowest frequencies of the 32x32 grey image's DCT, one bit each for above or below their
-    median: blind to re-encoding, brightness and small shifts, sensitive to what the picture shows.
+    median: blind to re-encoding, brightness and small shifts, sensitive to what the picture shows,
+    blind to its colours.
     """
     gray = np.asarray(Image.fromarray(image).convert("L").resize((32, 32), Image.Resampling.LANCZOS), np.float64)
     n = np.arange(32)
     dct = np.cos(np.pi * (2 * n[None, :] + 1) * n[:8, None] / 64)  # [8, 32] rows of the DCT-II basis
     low = (dct @ gray @ dct.T).ravel()  # [64]
     return int(np.packbits(low > np.median(low)).view(">u8")[0])
+
+
+def colour_signature(image: np.ndarray) -> np.ndarray:
+    """The mean colour of each cell of a ``COLOUR_CELLS`` square grid, in OKLab x 100: ``[cells, 3]`` float32.
+
+    The cells are soft (Pillow's bilinear downscale weighs pixels by a tent over two cells), so a
+    shape that moves a pixel across a cell border changes the means little. OKLab, so that one
+    distance means about the same visible difference in every hue and lightness.
+    """
+    cells = Image.fromarray(image).resize((COLOUR_CELLS, COLOUR_CELLS), Image.Resampling.BILINEAR)
+    return _oklab(np.asarray(cells, np.float32).reshape(-1, 3) / 255) * 100
+
+
+def _oklab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] ``[..., 3]`` -> OKLab ``[..., 3]`` (Björn Ottosson's published matrices)."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    lms = np.cbrt(linear @ _RGB_TO_LMS.T)
+    return lms @ _LMS_TO_LAB.T
+
+
+_RGB_TO_LMS = np.array([[0.4122214708, 0.5363325363, 0.0514459929], [0.2119034982, 0.6806995451, 0.1073969566],
+                        [0.0883024619, 0.2817188376, 0.6299787005]], np.float32)
+_LMS_TO_LAB = np.array([[0.2104542553, 0.7936177850, -0.0040720468], [1.9779984951, -2.4285922050, 0.4505937099],
+                        [0.0259040371, 0.7827717662, -0.8086757660]], np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """What near-duplicate detection compares: an image's structure and its colours.
+
+    Attributes:
+        phash: The perceptual hash (luminance structure).
+        colours: The colour signature, ``[cells, 3]``.
+    """
+
+    phash: int
+    colours: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> Fingerprint:
+        """The fingerprint of one ``[H, W, 3]`` uint8 image."""
+        return cls(perceptual_hash(image), colour_signature(image))
+
+    def hash_bits(self, other: Fingerprint) -> int:
+        """How many perceptual-hash bits differ."""
+        return (self.phash ^ other.phash).bit_count()
+
+    def colour_distance(self, other: Fingerprint) -> float:
+        """The largest OKLab distance between corresponding cells, less the mean change of lightness.
+
+        The largest, because one recoloured region (an iris) makes another work; the lightness change
+        common to all cells is taken out, because a brighter or darker copy is still a copy.
+        """
+        difference = self.colours - other.colours  # [cells, 3]
+        difference[:, 0] -= difference[:, 0].mean()
+        return float(np.linalg.norm(difference, axis=-1).max())
+
+    def same_structure(self, other: Fingerprint) -> bool:
+        """Perceptual hashes at most ``NEAR_DUPLICATE_BITS`` apart (the rule before colour was seen)."""
+        return self.hash_bits(other) <= NEAR_DUPLICATE_BITS
+
+    def resembles(self, other: Fingerprint) -> bool:
+        """The same structure and the same colours: a near duplicate."""
+        return self.same_structure(other) and self.colour_distance(other) <= NEAR_DUPLICATE_COLOUR
 
 
 class _Collector:
@@ -289,9 +457,11 @@ class _Collector:
         self.options = options
         self.kept: list[Kept] = []
         self.rejected: list[Rejection] = []
+        self.near_duplicates: list[NearDuplicate] = []  # kept images that look like an earlier kept one
         self.images: list[np.ndarray] = []  # [R, R, 3] uint8 each, parallel to kept
-        self.hashes: list[int] = []  # perceptual hashes, parallel to kept
+        self.fingerprints: list[Fingerprint] = []  # parallel to kept
         self.by_sha256: dict[str, str] = {}  # content hash -> source of the kept image
+        self.budget = options.max_total_bytes  # bytes this ingest may still read
 
     def reject(self, source: str, category: Reason, detail: str) -> None:
         self.rejected.append(Rejection(source, category, detail))
@@ -304,45 +474,102 @@ class _Collector:
             self.add_archive(label, file)
         elif label.lower().endswith(ARCHIVE_SUFFIXES):
             self.reject(label, Reason.UNSUPPORTED, "only zip archives are read; unpack it or zip its images")
-        elif size > self.options.max_archive_bytes:
-            self.reject(label, Reason.TOO_LARGE, f"{_mib(size)}, over the {_mib(self.options.max_archive_bytes)} limit")
         else:
-            self.add_image(label, file.read())
+            try:
+                data = self.read(file, size, self.byte_limit(size))
+            except _Rejected as e:
+                self.reject(label, e.category, e.detail)
+                return
+            self.add_image(label, data)
+
+    def byte_limit(self, size: int) -> int:
+        """How many bytes an input of ``size`` bytes (on disk, or declared) may be read to.
+
+        Raises:
+            _Rejected: ``size`` is over the per-image limit or over what is left of the budget.
+        """
+        if size > self.options.max_image_bytes:
+            raise _Rejected(Reason.TOO_LARGE, f"{_size(size)}, {self.limit_text(self.options.max_image_bytes)}")
+        if size > self.budget:
+            raise _Rejected(Reason.TOO_LARGE, f"{_size(size)}; {self.limit_text(self.budget)}")
+        return min(self.options.max_image_bytes, self.budget)
+
+    def limit_text(self, limit: int) -> str:
+        """The limit that ``limit`` bytes stands for, in words: the per-image one or what is left of the budget."""
+        total = self.options.max_total_bytes
+        if limit == self.options.max_image_bytes:
+            return f"the limit is {_size(limit)} per image"
+        if limit == total:
+            return f"the limit is {_size(total)} per data set"
+        return f"only {_size(limit)} is left of the {_size(total)} limit per data set"
+
+    def read(self, file: BinaryIO, size: int, limit: int) -> bytes:
+        """Read ``file`` to its end, but never past ``limit``; the bytes read are spent from the budget.
+
+        Raises:
+            _Rejected: The file held more than ``limit`` bytes (it grew, or its size lied).
+        """
+        data = _read_bounded(file, limit)
+        if data is None:
+            why = self.limit_text(limit)
+            self.budget -= limit
+            raise _Rejected(Reason.TOO_LARGE, f"more than {_size(limit)} when read, though its size said "
+                                              f"{_size(size)}; {why}")
+        self.budget -= len(data)
+        return data
 
     def add_archive(self, label: str, file: BinaryIO) -> None:
         """Take in every image of a zip archive, or refuse the whole archive as one rejection."""
-        marks = len(self.kept), len(self.rejected)
+        marks = len(self.kept), len(self.rejected), len(self.near_duplicates)
         try:
             with zipfile.ZipFile(file) as archive:
-                budget = self.options.max_archive_bytes
-                for info in _checked_members(archive.infolist(), self.options):
-                    source = f"{label}/{info.filename}"
-                    if info.flag_bits & 0x1:
-                        self.reject(source, Reason.UNSUPPORTED, "the entry is encrypted")
-                        continue
-                    data = _read_member(archive, info, budget)
-                    budget -= len(data)
-                    if data[:4] in ZIP_MAGIC:
-                        raise _Rejected(Reason.NESTED_ARCHIVE, f"{info.filename!r} is itself a zip archive; "
-                                                               "unpack it and upload its images")
-                    self.add_image(source, data)
-            if (len(self.kept), len(self.rejected)) == marks:
+                members = _checked_members(archive.infolist(), self.options)
+                declared = sum(info.file_size for info in members)
+                if declared > self.budget:
+                    raise _Rejected(Reason.TOO_LARGE, f"its entries declare {_size(declared)} uncompressed; "
+                                                      f"{self.limit_text(self.budget)}")
+                for info in members:
+                    self.add_member(archive, info, f"{label}/{info.filename}")
+            if (len(self.kept), len(self.rejected)) == marks[:2]:
                 raise _Rejected(Reason.EMPTY, "the archive holds no files")
         except _Rejected as e:
             self._rollback(marks)
             self.reject(label, e.category, e.detail)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as e:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, zlib.error) as e:
             # A bad CRC lands here too, which is how a member longer than its declared size shows up:
             # zipfile stops at the declared size and the checksum of what it read does not match.
+            # zlib.error: a member's compressed bytes are damaged.
             self._rollback(marks)
             self.reject(label, Reason.CORRUPT_ARCHIVE, f"cannot read it as a zip archive ({e})")
 
-    def _rollback(self, marks: tuple[int, int]) -> None:
+    def add_member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> None:
+        """Take in one archive entry, checking its declared size before opening it.
+
+        Raises:
+            _Rejected: The entry is itself a zip archive (which refuses the whole archive).
+        """
+        if info.flag_bits & 0x1:
+            self.reject(source, Reason.UNSUPPORTED, "the entry is encrypted")
+            return
+        try:
+            limit = self.byte_limit(info.file_size)
+            with archive.open(info) as f:
+                data = self.read(f, info.file_size, limit)
+        except _Rejected as e:
+            self.reject(source, e.category, e.detail)
+            return
+        if data[:4] in ZIP_MAGIC:
+            raise _Rejected(Reason.NESTED_ARCHIVE, f"{info.filename!r} is itself a zip archive; "
+                                                   "unpack it and upload its images")
+        self.add_image(source, data)
+
+    def _rollback(self, marks: tuple[int, int, int]) -> None:
         """Forget what a refused archive contributed."""
-        kept, rejected = marks
+        kept, rejected, near = marks
         for k in self.kept[kept:]:
             self.by_sha256.pop(k.sha256, None)
-        del self.kept[kept:], self.images[kept:], self.hashes[kept:], self.rejected[rejected:]
+        del self.kept[kept:], self.images[kept:], self.fingerprints[kept:], self.rejected[rejected:]
+        del self.near_duplicates[near:]
 
     def add_image(self, source: str, data: bytes) -> None:
         """Decode, check, square and de-duplicate one image, keeping or rejecting it."""
@@ -355,25 +582,39 @@ class _Collector:
         except _Rejected as e:
             self.reject(source, e.category, e.detail)
             return
-        phash = perceptual_hash(image)
-        if self.hashes:
-            distances = np.bitwise_count(np.array(self.hashes, np.uint64) ^ np.uint64(phash))
-            nearest = int(distances.argmin())
-            if distances[nearest] <= NEAR_DUPLICATE_BITS:
-                self.reject(source, Reason.DUPLICATE, f"looks the same as {self.kept[nearest].source} "
-                                                      f"(perceptual hashes {distances[nearest]} of 64 bits apart)")
-                return
-        self.kept.append(Kept(source, sha256, size, f"{len(self.kept):05d}.png"))
+        fingerprint = Fingerprint.of(image)
+        file = f"{len(self.kept):05d}.png"
+        near = self.resembled(source, file, fingerprint)
+        if near and self.options.drop_near_duplicates:
+            self.reject(source, Reason.DUPLICATE, near.detail)
+            return
+        if near:
+            self.near_duplicates.append(near)
+        self.kept.append(Kept(source, sha256, size, file))
         self.images.append(image)
-        self.hashes.append(phash)
+        self.fingerprints.append(fingerprint)
         self.by_sha256[sha256] = source
+
+    def resembled(self, source: str, file: str, fingerprint: Fingerprint) -> NearDuplicate | None:
+        """The kept image that ``fingerprint`` resembles in colour most closely, if any."""
+        if not self.fingerprints:
+            return None
+        hashes = np.array([f.phash for f in self.fingerprints], np.uint64)
+        bits = np.bitwise_count(hashes ^ np.uint64(fingerprint.phash))
+        same_structure = np.flatnonzero(bits <= NEAR_DUPLICATE_BITS)
+        distances = [fingerprint.colour_distance(self.fingerprints[i]) for i in same_structure]
+        if not distances or min(distances) > NEAR_DUPLICATE_COLOUR:
+            return None
+        best = same_structure[int(np.argmin(distances))]
+        return NearDuplicate(source, file, self.kept[best].source, self.kept[best].file, int(bits[best]),
+                             min(distances))
 
 
 def _checked_members(members: list[zipfile.ZipInfo], options: _Options) -> list[zipfile.ZipInfo]:
     """The archive's files to read, in archive order, once nothing in its directory is hostile.
 
     Raises:
-        _Rejected: Too many entries, an unsafe path, a symlink, an archive inside, or too many bytes.
+        _Rejected: Too many entries, an unsafe path, a symlink or an archive inside.
     """
     if len(members) > options.max_entries:
         raise _Rejected(Reason.TOO_MANY_ENTRIES, f"{len(members):,} entries, over the {options.max_entries:,} limit")
@@ -385,10 +626,6 @@ def _checked_members(members: list[zipfile.ZipInfo], options: _Options) -> list[
         if not info.is_dir() and info.filename.lower().endswith(ARCHIVE_SUFFIXES):
             raise _Rejected(Reason.NESTED_ARCHIVE, f"entry {info.filename!r} is an archive inside the archive; "
                                                    "unpack it and upload its images")
-    declared = sum(info.file_size for info in members)
-    if declared > options.max_archive_bytes:
-        raise _Rejected(Reason.TOO_LARGE, f"its entries declare {_mib(declared)} uncompressed, over the "
-                                          f"{_mib(options.max_archive_bytes)} limit")
     return [info for info in members if not info.is_dir() and not OS_JUNK.search(info.filename)]
 
 
@@ -398,18 +635,12 @@ def _unsafe_path(name: str) -> bool:
     return posix.startswith("/") or re.match(r"[A-Za-z]:", posix) is not None or ".." in posix.split("/")
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
-    """One member's bytes, reading at most ``budget + 1`` of them whatever its header declares."""
-    with archive.open(info) as f:
-        data = f.read(budget + 1)
-    if len(data) > budget:
-        raise _Rejected(Reason.TOO_LARGE, f"its entries hold more than the declared bytes, past the "
-                                          f"{_mib(budget)} left under the limit at {info.filename!r}")
-    return data
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+def _size(n: int) -> str:
+    """A byte count for people: ``300 MiB``, ``1.5 KiB``, ``12 bytes``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
 
 
 # -- one image ------------------------------------------------------------------------------------------
@@ -525,7 +756,9 @@ def _write_dataset(folder: Path, collector: _Collector) -> None:
     manifest = {"resolution": o.resolution, "background": o.background, "fit": o.fit,
                 "images": [k.to_json() for k in collector.kept]}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    (folder / "report.json").write_text(json.dumps({"rejected": [r.to_json() for r in collector.rejected]}, indent=1))
+    report = {"rejected": [r.to_json() for r in collector.rejected],
+              "near_duplicates": [n.to_json() for n in collector.near_duplicates]}
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
     (folder / "contact.png").write_bytes(png_bytes(contact_sheet(collector.images)))
 
 

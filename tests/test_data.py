@@ -2,12 +2,14 @@
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import stat
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from studio import data
+from studio import bench, data, media
 from studio.__main__ import main
 from studio.data import Reason
 
@@ -182,22 +184,62 @@ def test_each_bad_input_is_rejected_with_its_reason(home: Path, name: str, conte
 
 def test_size_limits_follow_the_options(home: Path) -> None:
     tall = encode(art(1, (15, 40)), "PNG")  # short side under 32 / 2, long side over it
-    assert [k.source for k in ingest([("tall.png", tall)], fit="pad").kept] == ["tall.png"]
+    assert [k.source for k in ingest([("tall.png", tall)], "t", fit="pad").kept] == ["tall.png"]
     big = ("big.png", encode(art(1, (100, 100)), "PNG"))
     assert only_rejection(ingest([GOOD, big], "p", max_pixels=9999)).category is Reason.PIXEL_LIMIT
-    assert [k.source for k in ingest([("edge.png", encode(art(1, (16, 16)), "PNG"))]).kept] == ["edge.png"]
+    assert [k.source for k in ingest([("edge.png", encode(art(1, (16, 16)), "PNG"))], "e").kept] == ["edge.png"]
 
 
-def test_exact_and_near_duplicates_are_dropped_and_distinct_images_kept(home: Path) -> None:
+def brighter_jpeg(image: Image.Image) -> bytes:
+    """A near copy: 12 levels brighter, then re-encoded as JPEG."""
+    return encode(Image.fromarray(np.clip(np.asarray(image, int) + 12, 0, 255).astype(np.uint8)), "JPEG", quality=80)
+
+
+def test_exact_duplicates_are_dropped_and_near_duplicates_kept_and_flagged(home: Path) -> None:
     original = encode(art(5), "PNG")
-    shifted = np.clip(np.asarray(art(5), int) + 12, 0, 255).astype(np.uint8)  # brighter, then re-encoded
     distinct = [(f"art{s}.png", encode(art(s), "PNG")) for s in range(10, 30)]
-    report = ingest([("a.png", original), ("copy.png", original),
-                     ("near.jpg", encode(Image.fromarray(shifted), "JPEG", quality=80)), *distinct])
-    assert [k.source for k in report.kept] == ["a.png", *(n for n, _ in distinct)]
-    exact, near = report.rejected
+    report = ingest([("a.png", original), ("copy.png", original), ("near.jpg", brighter_jpeg(art(5))), *distinct])
+    assert [k.source for k in report.kept] == ["a.png", "near.jpg", *(n for n, _ in distinct)]
+    exact = only_rejection(report)
     assert (exact.source, exact.category, exact.detail) == ("copy.png", Reason.DUPLICATE, "the same bytes as a.png")
-    assert (near.source, near.category) == ("near.jpg", Reason.DUPLICATE) and "looks the same as a.png" in near.detail
+    [near] = report.near_duplicates
+    assert (near.source, near.file, near.resembles, near.resembles_file) == ("near.jpg", "00001.png", "a.png",
+                                                                             "00000.png")
+    assert near.hash_bits <= data.NEAR_DUPLICATE_BITS and near.colour_distance <= data.NEAR_DUPLICATE_COLOUR
+    written = json.loads((report.dataset / "report.json").read_text())
+    assert written["near_duplicates"] == [near.to_json()] and written["rejected"] == [exact.to_json()]
+    assert near.to_json()["resembles"] == "a.png" and len(data.load_dataset("set")) == 22
+
+
+def test_near_duplicates_are_dropped_when_asked(home: Path) -> None:
+    sources = [("a.png", encode(art(5), "PNG")), ("near.jpg", brighter_jpeg(art(5))), ("b.png", encode(art(6), "PNG"))]
+    report = ingest(sources, drop_near_duplicates=True)
+    assert [k.source for k in report.kept] == ["a.png", "b.png"] and not report.near_duplicates
+    near = only_rejection(report)
+    assert (near.source, near.category) == ("near.jpg", Reason.DUPLICATE)
+    assert near.detail.startswith("looks the same as a.png (perceptual hashes ") and " bits apart, colours " in near.detail
+
+
+def test_one_composition_in_other_colours_is_kept_and_not_flagged(home: Path, eyes) -> None:
+    """Distinct works that share a structure: one seed under each eye colour, one drawing in six palettes."""
+    works = [image for group in bench.class_variants(eyes, 3) + bench.palette_variants(3, 6, 128) for image in group]
+    prints = [data.Fingerprint.of(image) for image in works]
+    structure_twins = sum(a.same_structure(b) for a, b in itertools.combinations(prints, 2))
+    assert structure_twins >= 20  # the luminance-only rule would have merged many of them
+    report = ingest([(f"work{i}.png", media.png_bytes(image)) for i, image in enumerate(works)], resolution=128)
+    assert len(report.kept) == len(works) == 3 * 8 + 3 * 6
+    assert not report.near_duplicates and not report.rejected
+    assert json.loads((report.dataset / "report.json").read_text())["near_duplicates"] == []
+
+
+def test_colour_signature_sees_a_recoloured_region_and_not_brightness() -> None:
+    image = np.asarray(art(1, (R, R)))
+    recoloured = image.copy()
+    recoloured[8:16, 8:16] = recoloured[8:16, 8:16, ::-1]  # one patch with red and blue swapped
+    brighter = np.clip(image * 1.1, 0, 255).astype(np.uint8)
+    base, patch, light = (data.Fingerprint.of(x) for x in (image, recoloured, brighter))
+    assert base.colour_distance(light) <= data.NEAR_DUPLICATE_COLOUR < base.colour_distance(patch)
+    assert base.resembles(light) and not base.resembles(patch)
 
 
 def test_perceptual_hash_separates_pictures_not_encodings() -> None:
@@ -264,9 +306,10 @@ def lying_size_zip() -> bytes:
     ({"inner.zip": zip_bytes({"x.png": encode(art(2), "PNG")})}, Reason.NESTED_ARCHIVE, "inside the archive"),
     ({"disguised.png": zip_bytes({"x.png": encode(art(2), "PNG")})}, Reason.NESTED_ARCHIVE, "is itself a zip"),
     ({f"{i}.png": encode(art(i + 2), "PNG") for i in range(6)}, Reason.TOO_MANY_ENTRIES, "7 entries, over the 5 limit"),
-    ({"bomb.png": bytes(2 * 2**20)}, Reason.TOO_LARGE, "declare 2.0 MiB uncompressed, over the 1.0 MiB limit"),
+    ({"bomb.png": bytes(2 * 2**20)}, Reason.TOO_LARGE, "declare 2 MiB uncompressed; the limit is 1 MiB per data set"),
     ("lying", Reason.CORRUPT_ARCHIVE, "Bad CRC-32"),  # zipfile stops at the declared size; the CRC tells the lie
     ("garbage", Reason.CORRUPT_ARCHIVE, "cannot read it as a zip archive"),
+    ("damaged", Reason.CORRUPT_ARCHIVE, "Error -3 while decompressing"),
 ])
 def test_hostile_archives_are_refused_whole_and_write_nothing(home: Path, tmp_path: Path, entries: dict | str,
                                                               category: Reason, words: str) -> None:
@@ -274,6 +317,10 @@ def test_hostile_archives_are_refused_whole_and_write_nothing(home: Path, tmp_pa
         content = lying_size_zip()
     elif entries == "garbage":
         content = b"PK\x03\x04" + b"\0" * 200
+    elif entries == "damaged":  # the deflated bytes of an entry overwritten
+        content = bytearray(zip_bytes({"ok.png": encode(art(1), "PNG")}))
+        start = content.index(b"ok.png") + len("ok.png")
+        content[start : start + 20] = b"\xff" * 20
     else:
         files = {k: v for k, v in entries.items() if isinstance(v, bytes)}
         content = zip_bytes({"ok.png": encode(art(1), "PNG"), **files},
@@ -283,7 +330,7 @@ def test_hostile_archives_are_refused_whole_and_write_nothing(home: Path, tmp_pa
     archive.write_bytes(content)
     before = {p for p in tmp_path.rglob("*") if p.is_file()}
     report = data.ingest([tmp_path / "upload" / "hostile.zip", GOOD], "set", R, max_entries=5,
-                         max_archive_bytes=2**20)
+                         max_total_bytes=2**20)
     rejection = only_rejection(report)
     assert (rejection.source, rejection.category) == ("hostile.zip", category) and words in rejection.detail
     assert [k.source for k in report.kept] == ["good.png"]  # nothing of the archive, even its good entry
@@ -291,12 +338,67 @@ def test_hostile_archives_are_refused_whole_and_write_nothing(home: Path, tmp_pa
     assert not any(p.name == "evil.png" for p in Path("/tmp").iterdir())
 
 
-def test_reading_an_entry_stops_at_the_byte_budget_whatever_its_header_says() -> None:
-    with zipfile.ZipFile(io.BytesIO(zip_bytes({"big.png": bytes(2**20)}))) as z:
-        assert len(data._read_member(z, z.infolist()[0], 2**20)) == 2**20
-        with pytest.raises(data._Rejected) as refused:
-            data._read_member(z, z.infolist()[0], 1000)
-    assert refused.value.category is Reason.TOO_LARGE
+# -- byte limits ----------------------------------------------------------------------------------------
+
+
+def peak_bytes_allocated(run) -> tuple[object, int]:
+    """``run()``'s result and the most memory Python allocated meanwhile (a whole read would show here)."""
+    tracemalloc.start()
+    try:
+        return run(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_over_limit_file_is_refused_by_its_size_without_being_read(home: Path, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as f:
+        f.write(encode(art(1), "PNG"))  # a real image's header...
+        f.truncate(300 * 2**20)  # ...in a 300 MiB file that takes no disk space (sparse)
+    report, peak = peak_bytes_allocated(lambda: data.ingest([huge, GOOD], "set", R))
+    rejection = only_rejection(report)
+    assert (rejection.source, rejection.reason) == ("huge.png", "too large: 300 MiB, the limit is 128 MiB per image")
+    assert [k.source for k in report.kept] == ["good.png"]
+    assert peak < 8 * 2**20  # neither the file nor the 128 MiB the limit allows was read
+    assert data.MAX_IMAGE_BYTES == 128 * 2**20 < 300 * 2**20
+
+
+def test_an_over_limit_archive_entry_is_refused_by_its_declared_size(home: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("ok.png", encode(art(1), "PNG"))
+        with z.open("big.png", "w", force_zip64=True) as f:  # 300 MiB of zeros: 1.4 MB deflated
+            for _ in range(300 // 4):
+                f.write(bytes(4 * 2**20))
+    archive = ("art.zip", buffer.getvalue())
+    report, peak = peak_bytes_allocated(lambda: ingest([archive], resolution=R))
+    rejection = only_rejection(report)
+    assert (rejection.source, rejection.reason) == ("art.zip/big.png", "too large: 300 MiB, the limit is 128 MiB "
+                                                                         "per image")
+    assert [k.source for k in report.kept] == ["art.zip/ok.png"]  # the rest of the archive is still read
+    assert peak < 8 * 2**20
+
+
+def test_a_file_longer_than_its_size_says_is_cut_off_at_the_limit(home: Path) -> None:
+    endless = Path("/dev/zero")  # its size says 0 bytes; reading it never ends
+    if not endless.exists():
+        pytest.skip("needs /dev/zero")
+    report, peak = peak_bytes_allocated(lambda: data.ingest([endless, GOOD], "set", R, max_image_bytes=2**20))
+    rejection = only_rejection(report)
+    assert rejection.source == "zero" and rejection.reason == (
+        "too large: more than 1 MiB when read, though its size said 0 bytes; the limit is 1 MiB per image")
+    assert 2**20 < peak < 6 * 2**20  # read up to the limit, in chunks, and no further
+
+
+def test_the_byte_budget_of_one_ingest_is_shared_by_all_inputs(home: Path) -> None:
+    sources = [(f"art{s}.bmp", encode(art(s), "BMP")) for s in range(3)]  # 12 KiB each, to the byte
+    size = len(sources[0][1])
+    report = ingest(sources, max_total_bytes=2 * size + 1024)
+    assert [k.source for k in report.kept] == ["art0.bmp", "art1.bmp"]
+    rejection = only_rejection(report)
+    assert (rejection.source, rejection.reason) == (
+        "art2.bmp", f"too large: {size / 1024:.1f} KiB; only 1 KiB is left of the {(2 * size + 1024) / 1024:.1f} "
+                    "KiB limit per data set")
 
 
 # -- the data set on disk -------------------------------------------------------------------------------
@@ -314,7 +416,8 @@ def test_manifest_report_contact_sheet_and_loading(home: Path) -> None:
     assert manifest["images"][2] == {"source": "art2.png", "sha256": hashlib.sha256(sources[2][1]).hexdigest(),
                                      "size": [80, 60], "file": "00002.png"}
     assert json.loads((folder / "report.json").read_text()) == {
-        "rejected": [{"source": "bad.png", "reason": "not an image: not a PNG, JPEG, WebP, BMP, TIFF or GIF file"}]}
+        "rejected": [{"source": "bad.png", "reason": "not an image: not a PNG, JPEG, WebP, BMP, TIFF or GIF file"}],
+        "near_duplicates": []}
 
     contact = np.asarray(Image.open(folder / "contact.png"))
     assert contact.shape == (2 * R + 2, 3 * R + 4, 3)  # 5 thumbnails: 3 columns, 2 rows, 2 px gaps
@@ -326,13 +429,29 @@ def test_manifest_report_contact_sheet_and_loading(home: Path) -> None:
     assert data.list_datasets() == ["mine"]
 
 
-def test_a_set_is_replaced_only_by_a_complete_new_one(home: Path) -> None:
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_an_existing_set_is_refused_before_any_input_is_read(home: Path, tmp_path: Path) -> None:
+    first = ingest([(f"a{s}.png", encode(art(s), "PNG")) for s in range(20)], "mine")
+    before = snapshot(first.dataset)
+    with pytest.raises(data.DatasetExists) as refused:
+        ingest([tmp_path / "not-there.png"], "mine")  # reading it would fail: it is never read
+    assert str(refused.value) == ("data set 'mine' already exists (20 images); to replace it, ingest again with "
+                                  "--overwrite (overwrite=True), or choose another name")
+    assert isinstance(refused.value, ValueError) and refused.value.images == 20
+    assert snapshot(first.dataset) == before and len(data.load_dataset("mine")) == 20
+    assert sorted(p.name for p in (home / "datasets").iterdir()) == ["mine"]
+
+
+def test_a_set_is_replaced_only_when_asked_and_by_a_complete_new_one(home: Path) -> None:
     first = ingest([(f"a{s}.png", encode(art(s), "PNG")) for s in range(3)], "mine")
     with pytest.raises(data.NoUsableImages) as failed:
-        ingest([("bad.png", b"oops"), ("empty.png", b"")], "mine")
+        ingest([("bad.png", b"oops"), ("empty.png", b"")], "mine", overwrite=True)
     assert [r.category for r in failed.value.rejected] == [Reason.NOT_AN_IMAGE, Reason.EMPTY]
     assert len(data.load_dataset("mine")) == 3 and first.dataset.is_dir()
-    ingest([("b.png", encode(art(9), "PNG"))], "mine")
+    ingest([("b.png", encode(art(9), "PNG"))], "mine", overwrite=True)
     assert len(data.load_dataset("mine")) == 1
     assert sorted(p.name for p in (home / "datasets").iterdir()) == ["mine"]  # no temporary folders left
 
@@ -379,7 +498,8 @@ def test_cli_ingest_prints_rejections_and_writes_the_json(home: Path, tmp_path: 
     assert f"kept 2 images, rejected 2; wrote {home / 'datasets' / 'cli'}" in out
     assert "b.zip/in/d.txt: not an image: " in out and "slip.zip: unsafe path: entry '../evil.png'" in out
     report = json.loads((tmp_path / "r.json").read_text())
-    assert set(report) == {"dataset", "kept", "rejected"} and report["dataset"] == str(home / "datasets" / "cli")
+    assert set(report) == {"dataset", "kept", "rejected", "near_duplicates"}
+    assert report["dataset"] == str(home / "datasets" / "cli") and report["near_duplicates"] == []
     assert [k["source"] for k in report["kept"]] == ["a.png", "b.zip/in/c.png"]
     assert report["rejected"] == [{"source": "b.zip/in/d.txt", "reason": report["rejected"][0]["reason"]},
                                   {"source": "slip.zip", "reason": report["rejected"][1]["reason"]}]
@@ -417,3 +537,32 @@ def test_cli_ingest_bad_arguments_exit_2(home: Path, tmp_path: Path, monkeypatch
     assert main(["ingest", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (home / "datasets").exists()
+
+
+def test_cli_ingest_refuses_an_existing_set_and_replaces_it_with_overwrite(home: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    for s in range(3):
+        (tmp_path / f"a{s}.png").write_bytes(encode(art(s), "PNG"))
+    (tmp_path / "near.jpg").write_bytes(brighter_jpeg(art(0)))
+
+    def ingest_cli(*names: str) -> tuple[int, str, str]:
+        code = main(["ingest", *(str(tmp_path / n) for n in names if not n.startswith("--")), "--name", "x",
+                     "--resolution", "32", *(n for n in names if n.startswith("--"))])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert ingest_cli("a0.png", "a1.png")[0] == 0
+    before = snapshot(home / "datasets" / "x")
+    assert ingest_cli("a2.png") == (2, "", "error: data set 'x' already exists (2 images); to replace it, ingest "
+                                           "again with --overwrite (overwrite=True), or choose another name\n")
+    assert snapshot(home / "datasets" / "x") == before
+
+    code, out, _ = ingest_cli("a2.png", "near.jpg", "a0.png", "--overwrite")
+    assert code == 0 and out.startswith(f"kept 3 images, rejected 0; wrote {home / 'datasets' / 'x'}\n")
+    assert "  near duplicate kept: a0.png looks the same as near.jpg (perceptual hashes " in out
+    manifest = json.loads((home / "datasets" / "x" / "manifest.json").read_text())
+    assert [e["source"] for e in manifest["images"]] == ["a2.png", "near.jpg", "a0.png"]
+
+    code, out, _ = ingest_cli("a0.png", "near.jpg", "--overwrite", "--drop-near-duplicates")
+    assert code == 0 and "  rejected near.jpg: duplicate: looks the same as a0.png (perceptual hashes " in out
+    assert len(data.load_dataset("x")) == 1
