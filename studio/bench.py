@@ -116,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("dedup", help="near-duplicate rule: false merges of distinct works, copies caught",
                          description="False merges (distinct works sharing a composition flagged as near "
                          "duplicates: the model's seeds under each of its classes, and procedural drawings in "
-                         "several palettes) and recall (JPEG re-encodes, +-10%% brightness, 1-pixel shifts "
+                         "several palettes) and recall (JPEG re-encodes, +-10% brightness, 1-pixel shifts "
                          "caught) of the luminance-only rule and of the structure-and-colour rule.")
     _model_arguments(p)
     p.add_argument("--seeds", type=int, default=16, help="seeds drawn under every class (default 16)")
