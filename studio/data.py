@@ -39,7 +39,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from studio.media import grid, png_bytes
-from studio.storage import atomic_dir, studio_home
+from studio.storage import studio_home, swap_dir
 
 Source = Path | str | tuple[str, bytes]
 Background = Literal["white", "black"]
@@ -332,7 +332,7 @@ def ingest(sources: Iterable[Source], name: str, resolution: int, *, background:
             collector.add_source(label, file, size)
     if not collector.kept:
         raise NoUsableImages(collector.rejected)
-    with atomic_dir(folder) as tmp:
+    with swap_dir(folder) as tmp:
         _write_dataset(tmp, collector)
         if not overwrite:
             _refuse_existing(name)  # made by another ingest while this one read: leave theirs in place
@@ -749,7 +749,7 @@ def _flatten(image: Image.Image, background: Background) -> Image.Image:
 
 
 def _write_dataset(folder: Path, collector: _Collector) -> None:
-    """Write images, manifest, report and contact sheet into ``folder`` (atomic_dir's temporary one)."""
+    """Write images, manifest, report and contact sheet into ``folder`` (swap_dir's new version)."""
     o = collector.options
     for kept, image in zip(collector.kept, collector.images):
         (folder / kept.file).write_bytes(png_bytes(image))

@@ -86,15 +86,21 @@ def _check_repo_id(repo_id: str) -> Path:
 # -- pull ----------------------------------------------------------------------------------------
 
 
-def pull(repo_id: str, revision: str | None = None) -> Pulled:
+def pull(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> Pulled:
     """Download ``repo_id`` (from the local Hugging Face cache when offline), check it, register it.
+
+    Args:
+        repo_id: ``OWNER/NAME``.
+        revision: Branch, tag or commit; None: main.
+        token: None: the machine's own (``HF_TOKEN`` or a saved login); False: none at all, for the
+            visitors of a shared studio, who must not read private repositories with the owner's rights.
 
     Raises:
         HubError: The repository or revision does not exist, is neither reachable nor cached, lacks
             files, offers only pickled weights, or holds no model of a known architecture.
     """
     dest = _check_repo_id(repo_id)
-    snapshot = Path(_download(repo_id, revision))
+    snapshot = Path(_download(repo_id, revision, token))
     _check_files(repo_id, snapshot)
     _check_model(repo_id, snapshot)
     with swap_dir(dest) as tmp:
@@ -104,11 +110,11 @@ def pull(repo_id: str, revision: str | None = None) -> Pulled:
     return Pulled(repo_id, dest, snapshot.name)
 
 
-def _download(repo_id: str, revision: str | None) -> str:
+def _download(repo_id: str, revision: str | None, token: str | bool | None) -> str:
     at = f" at revision {revision}" if revision else ""
     try:
         return snapshot_download(repo_id, revision=revision, allow_patterns=list(PULL_FILES),
-                                 library_name=LIBRARY_NAME)
+                                 library_name=LIBRARY_NAME, token=token)
     except RevisionNotFoundError:
         raise HubError(f"{repo_id} has no revision {revision!r} on the Hub") from None
     except GatedRepoError:

@@ -444,11 +444,16 @@ def test_share_tab_previews_the_upload_and_needs_a_token(share_app: tuple[str, E
         client.predict("tiny", "no-owner", api_name="/push_preview")
 
 
-def test_push_token_never_falls_back_to_a_spaces_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_token_never_falls_back_to_the_servers_secret_in_a_shared_studio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.ui.owners import is_shared
     from studio.ui.share import push_token
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    assert push_token("") == TOKEN and push_token(" hf_typed ") == "hf_typed"
+    assert not is_shared("127.0.0.1") and not is_shared("localhost") and not is_shared("::1")
+    assert is_shared("0.0.0.0") and is_shared("192.168.1.7") and is_shared("studio.example")
+    assert push_token("", shared=False) == TOKEN and push_token(" hf_typed ", shared=False) == "hf_typed"
+    assert push_token("", shared=True) is None and push_token("hf_typed", shared=True) == "hf_typed"
     monkeypatch.setenv("SPACE_ID", "alice/gan-studio")
-    assert push_token("") is None and push_token("hf_typed") == "hf_typed"
+    assert is_shared("127.0.0.1")  # a Space is shared whatever its bind

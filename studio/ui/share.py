@@ -21,15 +21,19 @@ if TYPE_CHECKING:
 PREVIEW_SEEDS = tuple(range(8))
 
 
-def push_token(typed: str | None) -> str | None:
-    """The token for a push: the one typed into the tab, else ``HF_TOKEN`` on a studio run locally.
+TOKEN_RULE = ("Used for this upload only, never stored. In a studio of your own (bound to 127.0.0.1) an empty "
+              "box uses this machine's HF_TOKEN; in a shared studio or a Space only a token you type here is used.")
 
-    On a Space, ``HF_TOKEN`` is the Space owner's secret: falling back to it would let every visitor
-    push with the owner's rights, so there only a typed token counts.
+
+def push_token(typed: str | None, shared: bool) -> str | None:
+    """The token for a push: the one typed into the tab, else ``HF_TOKEN`` in a studio of one's own.
+
+    In a shared studio (a public bind, a Space) ``HF_TOKEN`` is the server owner's secret: falling back
+    to it would let every visitor push with the owner's rights, so there only a typed token counts.
     """
     if typed and typed.strip():
         return typed.strip()
-    return None if os.environ.get("SPACE_ID") else os.environ.get("HF_TOKEN")
+    return None if shared else os.environ.get("HF_TOKEN")
 
 
 def card_text(card: ModelCard) -> str:
@@ -46,8 +50,11 @@ def preview_markdown(folder: Path) -> str:
             f"**Metadata**\n\n```yaml\n{card.data.to_yaml()}\n```\n\n---\n{card_text(card)}")
 
 
-def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
-    """Lay out the Share tab inside ``demo``: pull from and push to the Hub; pulled models draw through ``engine``."""
+def build_share_tab(demo: gr.Blocks, engine: Engine, shared: bool = False) -> None:
+    """Lay out the Share tab inside ``demo``: pull from and push to the Hub; pulled models draw through ``engine``.
+
+    ``shared``: other people use this studio, so the machine's Hugging Face token is never used for them.
+    """
     with gr.Row(equal_height=False, elem_id="share"):
         with gr.Column(scale=1, min_width=300, elem_classes=["panel"]):
             gr.Markdown("### Load from the Hub\nAny GAN Studio model repository (`config.json` + "
@@ -63,7 +70,7 @@ def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
             push_repo = gr.Textbox(label="Repository", placeholder="your-name/my-model", elem_id="share-push-repo")
             private = gr.Checkbox(False, label="Private repository (when it is created)", elem_id="share-private")
             token = gr.Textbox(label="Hugging Face token with write access", type="password",
-                               info="Used for this upload only, never stored.", elem_id="share-token")
+                               info=TOKEN_RULE, elem_id="share-token")
             with gr.Row():
                 preview_button = gr.Button("Preview (dry run)", elem_id="share-preview")
                 push_button = gr.Button("Push", variant="primary", elem_id="share-push")
@@ -75,7 +82,8 @@ def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
 
     def pull(repo_id: str, rev: str):
         try:
-            pulled = hub.pull((repo_id or "").strip(), (rev or "").strip() or None)
+            # A visitor of a shared studio reads public repositories only, never with the owner's token.
+            pulled = hub.pull((repo_id or "").strip(), (rev or "").strip() or None, token=False if shared else None)
             engine.cache.forget(pulled.name)  # another revision may have replaced an already-loaded one
             # Drawn through the engine, so a model that loads but cannot run is reported here, not later.
             images = engine.generate(Request(pulled.name, PREVIEW_SEEDS))
@@ -102,8 +110,12 @@ def build_share_tab(demo: gr.Blocks, engine: Engine) -> None:
     preview_button.click(preview, [model, push_repo], [sample, card], api_name="push_preview")
 
     def push(name: str, repo_id: str, is_private: bool, typed: str) -> str:
+        token = push_token(typed, shared)
+        if token is None and shared:
+            raise gr.Error("Paste your own Hugging Face token with write access: a shared studio never pushes "
+                           "with its server's token.")
         try:
-            url = hub.push(name, (repo_id or "").strip(), push_token(typed), private=bool(is_private))
+            url = hub.push(name, (repo_id or "").strip(), token, private=bool(is_private))
         except hub.HubError as e:
             raise gr.Error(str(e)) from None
         return f"Pushed **{name}** to <{url}>."
