@@ -75,8 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         except recipe_mod.RecipeError as e:
             raise UsageError(str(e)) from None
         args.model = recipes[0].model
-    if args.model not in zoo.model_names():
-        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
+    zoo.model_config(args.model)  # an unknown or over-long name: ModelUnavailable, in words
     # The CLI draws through the same engine as the studio (the same pixels); a long seed list may
     # take minutes on a CPU, which is no timeout for a batch job.
     with Engine(timeout_s=24 * 3600) as engine:
@@ -110,8 +109,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     from studio.engine import Engine
 
     options = animation.PathOptions(args.frames, args.mode, args.easing, args.loop)
-    if args.model not in zoo.model_names():
-        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
+    zoo.model_config(args.model)  # an unknown or over-long name: ModelUnavailable, in words
     keyframes = len(latent.parse_seeds(args.seeds))
     # Settings are checked before drawing, so a typo costs no rendering time.
     animation.check_export(Path(args.out), len(options.times(keyframes)), zoo.model_config(args.model).resolution,
@@ -194,8 +192,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     from studio import data, metrics
     from studio.engine import Engine, Request
 
-    if args.model not in zoo.model_names():
-        raise UsageError(f"unknown model {args.model!r}; available: {', '.join(zoo.model_names())}")
+    zoo.model_config(args.model)  # an unknown or over-long name: ModelUnavailable, in words
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
     try:
@@ -268,9 +265,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The options that make up a recipe besides its seed (read by ``generate_recipes``)."""
     p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
     p.add_argument("--class", dest="class_name", metavar="CLASS", help="class name for a conditional model")
-    p.add_argument("--blend", help="class weights instead of --class, such as blue=0.6,hazel=0.4")
-    p.add_argument("--truncation", type=float, default=1.0, help="psi: 1 = untouched, 0 = the mean image")
-    p.add_argument("--edit", help="semantic slider values, direction index = value, such as 0=3,2=-2")
+    p.add_argument("--blend", help=f"class weights (relative, 0 to {latent.MAX_CLASS_WEIGHT:g}) instead of --class, "
+                                   "such as blue=0.6,hazel=0.4")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help=f"psi from 0 to {latent.MAX_TRUNCATION:g}: 1 = untouched, 0 = the mean image")
+    p.add_argument("--edit", help=f"semantic slider values from -{latent.MAX_EDIT:g} to {latent.MAX_EDIT:g}, "
+                                  "direction index = value, such as 0=3,2=-2")
     p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
                    help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
 

@@ -77,6 +77,21 @@ class Request:
     z: torch.Tensor | None = None
     c: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse, in words, numbers no image can be drawn from (a model turns NaN into black images).
+
+        Raises:
+            ValueError: A truncation, class weight or slider value that is not finite or out of range,
+                or explicit latents or class vectors holding NaN or infinity.
+        """
+        latent.check_truncation(self.truncation)
+        if isinstance(self.classes, Mapping):
+            latent.check_class_weights(self.classes)
+        latent.check_edits(self.edits)
+        for tensor, what in ((self.z, "latents"), (self.c, "class vectors")):
+            if tensor is not None:
+                latent.check_finite(tensor, what)
+
     @property
     def count(self) -> int:
         """How many images the request asks for."""

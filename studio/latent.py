@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 
 import numpy as np
 import torch
@@ -21,16 +22,65 @@ def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows)).float()
 
 
+# The bounds every image's numbers keep, whoever sets them (sliders, recipes, the command line):
+MAX_TRUNCATION = 1.5  # psi above 1 exaggerates; far beyond, a generator draws noise
+MAX_EDIT = 5.0  # slider values, in the latent's standard deviations; a latent lies within about 3
+MAX_CLASS_WEIGHT = 1000.0  # weights are relative (normalised when drawn): 1000:1 is already 99.9% one class
+
+
 def check_seed(seed: int) -> int:
-    """Return ``seed`` if numpy accepts it (0 <= seed < 2**32), else raise ValueError."""
-    if not 0 <= int(seed) < 2**32:
+    """Return ``seed`` as an int if numpy accepts it (a whole number, 0 <= seed < 2**32), else raise ValueError."""
+    try:
+        whole = int(seed)
+    except (TypeError, ValueError, OverflowError):  # None, NaN, infinity, text
+        whole = None
+    if whole is None or isinstance(seed, bool) or whole != seed:
+        raise ValueError(f"seed {seed!r} is not a whole number: seeds run from 0 to {2**32 - 1}")
+    if not 0 <= whole < 2**32:
         raise ValueError(f"seed {seed} is out of range: seeds run from 0 to {2**32 - 1}")
-    return int(seed)
+    return whole
+
+
+def check_number(value: float, what: str, low: float, high: float) -> float:
+    """Return ``value`` as a float if it is a finite number from ``low`` to ``high``, else raise ValueError.
+
+    NaN and infinity never pass: a generator turns them into black images, and JSON cannot hold them.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{what} must be a finite number from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
+def check_truncation(psi: float) -> float:
+    """Return ``psi`` as a float if it is a usable truncation (0 to ``MAX_TRUNCATION``), else raise ValueError."""
+    return check_number(psi, "truncation (psi)", 0.0, MAX_TRUNCATION)
+
+
+def check_class_weights(weights: Mapping[str, float]) -> None:
+    """Raise ValueError unless every weight of a ``{name: weight}`` blend is from 0 to ``MAX_CLASS_WEIGHT``."""
+    for name, w in weights.items():
+        if not isinstance(name, str):
+            raise ValueError(f"class names are text, not {name!r}")
+        check_number(w, f"the weight of class {name!r}", 0.0, MAX_CLASS_WEIGHT)
+
+
+def check_edits(edits: Iterable[tuple[int, float]]) -> None:
+    """Raise ValueError unless every ``(direction index, value)`` pair has an index >= 0 and a value within ``MAX_EDIT``."""
+    for index, value in edits:
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"slider numbers are whole numbers from 0, not {index!r}")
+        check_number(value, f"slider {index}", -MAX_EDIT, MAX_EDIT)
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Raise ValueError if tensor ``t`` holds NaN or infinity."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} must be finite numbers: these hold NaN or infinity")
 
 
 def truncate(z: torch.Tensor, psi: float) -> torch.Tensor:
     """Pull latents towards the mean of the prior (zero): ``psi = 1`` leaves them, ``0`` gives the mean."""
-    return z * psi
+    return z * check_truncation(psi)
 
 
 def class_vector(weights: Mapping[str, float] | str | None, class_names: Sequence[str]) -> torch.Tensor:
@@ -39,7 +89,8 @@ def class_vector(weights: Mapping[str, float] | str | None, class_names: Sequenc
     ``None`` gives the uniform blend, which for a model with no classes is an empty vector.
 
     Raises:
-        ValueError: An unknown class name, a negative weight, or weights that sum to zero.
+        ValueError: An unknown class name, a weight that is negative, too large or not finite, or
+            weights that sum to zero.
     """
     n = len(class_names)
     if weights is None:
@@ -48,12 +99,11 @@ def class_vector(weights: Mapping[str, float] | str | None, class_names: Sequenc
         weights = {weights: 1.0}
     if not n:
         raise ValueError("this model has no classes")
+    check_class_weights(weights)
     vec = torch.zeros(n)
     for name, w in weights.items():
         if name not in class_names:
             raise ValueError(f"unknown class {name!r}; this model's classes: {', '.join(class_names)}")
-        if w < 0:
-            raise ValueError(f"class weight for {name!r} is negative ({w})")
         vec[class_names.index(name)] += float(w)
     total = vec.sum()
     if total <= 0:

@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from studio import latent
+from studio.directions import METHODS
 from studio.engine import Request
-from studio.latent import check_seed
 from studio.media import to_pil
 from studio.storage import atomic_write_bytes
-from studio.zoo import LoadedModel
+from studio.zoo import MAX_NAME_LENGTH, LoadedModel
 
 PNG_KEY = "gan-studio-recipe"
 FORMAT = "gan-studio-recipe/1"
+# A recipe is about 1 KB; one with every class and slider set, under long names, stays far below
+# these. They are checked before parsing, so no document can exhaust memory or the parser's stack.
+MAX_RECIPE_BYTES = 64 * 1024
+MAX_NESTING = 8  # a recipe nests 2 deep: the document, then its classes and edits
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_SHA256 = re.compile(r"(?:[0-9a-f]{64})?")  # empty: not yet drawn, so no weights to check
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class RecipeError(ValueError):
@@ -53,18 +65,47 @@ class Recipe:
     directions: str = "sefa"
     edits: dict[int, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse, in words, any state no image can be drawn from: every number finite and in range.
+
+        Raises:
+            RecipeError: The first field that is out of range or of the wrong kind.
+        """
+        if not isinstance(self.model, str) or not 0 < len(self.model) <= MAX_NAME_LENGTH:
+            raise RecipeError(f"a model name is 1 to {MAX_NAME_LENGTH} characters, not {_excerpt(self.model)}")
+        if not isinstance(self.weights_sha256, str) or not _SHA256.fullmatch(self.weights_sha256):
+            raise RecipeError(f"weights_sha256 must be 64 hex digits (or empty), not {_excerpt(self.weights_sha256)}")
+        if self.directions not in METHODS:
+            raise RecipeError(f"unknown directions {_excerpt(self.directions)}; choose one of {', '.join(METHODS)}")
+        if not isinstance(self.classes, dict) or not isinstance(self.edits, dict):
+            raise RecipeError("classes and edits must be dictionaries")
+        try:
+            latent.check_seed(self.seed)
+            if not isinstance(self.seed, int):  # 7.0 would go into the JSON as 7.0, which from_json refuses
+                raise ValueError(f"seed {self.seed!r} must be an int, such as 7")
+            latent.check_truncation(self.truncation)
+            latent.check_class_weights(self.classes)
+            latent.check_edits(self.edits.items())
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+
     def to_json(self) -> str:
-        """The recipe as a JSON document."""
+        """The recipe as a JSON document (strict JSON: never NaN or infinity)."""
         d = asdict(self)
         d["edits"] = {str(k): v for k, v in sorted(self.edits.items())}
-        return json.dumps({"format": FORMAT, **d}, indent=2)
+        return json.dumps({"format": FORMAT, **d}, indent=2, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
-        """Parse a JSON recipe, checking every field's type."""
+        """Parse a JSON recipe, checking its size and nesting before parsing, then every field."""
+        if not isinstance(text, str):
+            raise RecipeError(f"not a recipe: expected JSON text, not {type(text).__name__}")
+        _check_size(len(text) if len(text) > MAX_RECIPE_BYTES else len(text.encode("utf-8", "replace")))
+        if _nesting(text) > MAX_NESTING:
+            raise RecipeError(f"not a recipe: it nests deeper than {MAX_NESTING} levels (a recipe nests 2)")
         try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
+            d = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as e:  # JSONDecodeError, and integers too long to convert
             raise RecipeError(f"not a recipe: the text is not JSON ({e})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise RecipeError(f"not a recipe: expected a JSON object with format {FORMAT!r}")
@@ -72,14 +113,43 @@ class Recipe:
             return cls(
                 model=_typed(d, "model", str),
                 weights_sha256=_typed(d, "weights_sha256", str),
-                seed=check_seed(_typed(d, "seed", int)),
-                classes={str(k): float(v) for k, v in _typed(d, "classes", dict).items()},
-                truncation=float(_typed(d, "truncation", (int, float))),
+                seed=_typed(d, "seed", int),
+                classes=dict(_typed(d, "classes", dict)),
+                truncation=_typed(d, "truncation", (int, float)),
                 directions=_typed(d, "directions", str),
-                edits={int(k): float(v) for k, v in _typed(d, "edits", dict).items()},
+                edits={int(k): v for k, v in _typed(d, "edits", dict).items()},
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
+
+
+def _excerpt(value: object) -> str:
+    """``value``'s repr, cut short: an error message must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"not a recipe: {size} bytes is over the {MAX_RECIPE_BYTES // 1024} KB a recipe may take")
+
+
+def _nesting(text: str) -> int:
+    """How deep ``text``'s brackets nest outside strings; counting stops past ``MAX_NESTING``."""
+    depth = deepest = 0
+    for ch in _JSON_STRING.sub('""', text):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING:
+                break
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a recipe may hold")
 
 
 def _typed(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -103,29 +173,79 @@ def png_with_recipe(image: Image.Image, recipe: Recipe) -> bytes:
 def read_recipe(source: Path | bytes) -> Recipe:
     """Read a recipe from a PNG the studio saved or a JSON recipe, as a file or its bytes.
 
+    A PNG's chunks are walked without decoding its pixels, and only the recipe chunk is read, so
+    a large or hostile image costs neither time nor memory.
+
     Raises:
         RecipeError: The source holds no readable recipe.
     """
-    if isinstance(source, bytes):
-        data = source
-    else:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as e:
-            raise RecipeError(f"cannot read {source}: {e.strerror}") from None
-    if data.startswith(b"\x89PNG"):
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                text = img.text.get(PNG_KEY)  # type: ignore[attr-defined]
-        except Exception as e:  # Pillow raises many types for damaged files
-            raise RecipeError(f"the PNG could not be read ({e})") from None
-        if text is None:
-            raise RecipeError("this PNG carries no GAN Studio recipe (only images saved by the studio do)")
-        return Recipe.from_json(text)
+    try:
+        f: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        with f:
+            head = f.read(len(PNG_SIGNATURE))
+            if head == PNG_SIGNATURE:
+                return Recipe.from_json(_png_recipe_text(f))
+            data = head + f.read(MAX_RECIPE_BYTES + 1 - len(head))
+    except OSError as e:
+        raise RecipeError(f"cannot read {source}: {e.strerror or e}") from None
+    _check_size(len(data))
     try:
         return Recipe.from_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise RecipeError("not a recipe: neither a PNG saved by the studio nor JSON") from None
+
+
+def _png_recipe_text(f: BinaryIO) -> str:
+    """The recipe text in a PNG's chunks, ``f`` positioned just after the PNG signature."""
+    first = True
+    while True:
+        header = f.read(8)
+        if len(header) < 8:
+            raise RecipeError("the PNG could not be read (it ends before its last chunk)")
+        length, kind = struct.unpack(">I4s", header)
+        if first and kind != b"IHDR":
+            raise RecipeError("the PNG could not be read (it does not start with an image header)")
+        first = False
+        if kind == b"IEND":
+            raise RecipeError("this PNG carries no GAN Studio recipe (only images saved by the studio do)")
+        if kind in TEXT_CHUNKS:
+            prefix = f.read(min(length, len(PNG_KEY) + 1))
+            if prefix == PNG_KEY.encode() + b"\0":
+                if length > MAX_RECIPE_BYTES + 64:  # room for the chunk's own fields
+                    raise RecipeError(f"the PNG's recipe takes {length} bytes, over the "
+                                      f"{MAX_RECIPE_BYTES // 1024} KB a recipe may take")
+                body = prefix + f.read(length - len(prefix))
+                if f.read(4) != struct.pack(">I", zlib.crc32(kind + body)):
+                    raise RecipeError("the PNG could not be read (its recipe chunk is damaged)")
+                return _chunk_text(kind, body[len(prefix):])
+            f.seek(length - len(prefix) + 4, io.SEEK_CUR)  # the rest of the chunk, and its checksum
+        else:
+            f.seek(length + 4, io.SEEK_CUR)
+
+
+def _chunk_text(kind: bytes, rest: bytes) -> str:
+    """The text of a PNG text chunk of type ``kind``, given what follows its keyword."""
+    if kind == b"tEXt":
+        return rest.decode("latin-1")
+    if kind == b"zTXt":
+        return _inflate(rest[1:]).decode("latin-1")
+    parts = rest[2:].split(b"\0", 2)  # iTXt: compression flag and method, then language, translated key, text
+    if len(rest) < 2 or len(parts) < 3:
+        raise RecipeError("the PNG could not be read (its recipe chunk is malformed)")
+    try:
+        return (_inflate(parts[2]) if rest[0] else parts[2]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError("the PNG could not be read (its recipe is not UTF-8 text)") from None
+
+
+def _inflate(data: bytes) -> bytes:
+    """Decompress a text chunk, refusing one that would inflate past a recipe's size."""
+    try:
+        text = zlib.decompressobj().decompress(data, MAX_RECIPE_BYTES + 1)
+    except zlib.error:
+        raise RecipeError("the PNG could not be read (its recipe chunk is damaged)") from None
+    _check_size(len(text))
+    return text
 
 
 def request_for(recipe: Recipe) -> Request:

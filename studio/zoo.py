@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,16 +163,33 @@ def tutorial_state(loaded: object, where: str) -> dict[str, torch.Tensor]:
 
 
 def _load_weights_only(source: Path | io.BytesIO, where: str) -> object:
+    """Read tensors from a PyTorch file with ``torch.load(weights_only=True)``, which never runs code.
+
+    Raises:
+        ModelUnavailable: The file is damaged, or holds more than tensors (refused in the studio's
+            words: torch's own message advises loading the file unsafely).
+    """
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on the way to refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "global" in str(e):  # torch names the class or function that the pickle wanted to call
-            raise ModelUnavailable(f"{where} holds pickled objects besides tensors, which the studio never "
-                                   f"unpickles: save the generator's state_dict() alone") from None
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip()
-        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({detail.splitlines()[0]})") from None
+        wanted = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))  # what the pickle asked to import and call
+        if wanted:
+            raise ModelUnavailable(f"{where} was refused: it asks to import and call {', '.join(wanted)}, and the "
+                                   f"studio never runs code from a model file; save the generator's state_dict() "
+                                   f"alone, which holds tensors only") from None
+        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({_pickle_problem(str(e))}); the "
+                               f"studio reads tensors only and never runs code from a model file") from None
     except Exception as e:  # a damaged or foreign file fails in many ways; torch's first sentence says how
         raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({str(e).split('. ')[0]})") from None
+
+
+def _pickle_problem(message: str) -> str:
+    """The line of torch's refusal that says what it met, without its advice to load the file unsafely."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    facts = [line for line in lines if not re.search(r"weights.only|torch\.load", line, re.IGNORECASE)]
+    return facts[0].rstrip(".") if facts else "an object torch's safe reader does not accept"
 
 
 def tutorial_config(state: dict[str, torch.Tensor], resolution: int, z_dim: int, class_names: tuple[str, ...] = (),
@@ -223,7 +241,8 @@ def writable_folder(name: str, overwrite: bool = False) -> Path:
         ValueError: ``name`` is not a usable name, is a built-in model's, or is taken and ``overwrite`` is off.
     """
     if not _LOCAL_NAME.fullmatch(name):
-        raise ValueError(f"{name!r} is not a usable model name: use letters, digits, '.', '_' and '-'")
+        raise ValueError(f"{name[:MAX_NAME_LENGTH]!r} is not a usable model name: use letters, digits, '.', '_' "
+                         f"and '-', at most {MAX_NAME_LENGTH} characters")
     if name in BUILTIN:
         raise ValueError(f"{name!r} is a built-in model and cannot be replaced: choose another name")
     folder = models_dir() / name
@@ -332,8 +351,11 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
 }
 
+# The Hub's limit for an OWNER/NAME id, and every model name's: file names the studio derives from
+# a model's name (its folder, a temporary folder beside it, image files) stay within the file system's.
+MAX_NAME_LENGTH = 96
 # A name the studio gives a new folder; each part of an OWNER/NAME Hub id must be one too.
-_LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LOCAL_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}")
 
 
 def hub_dir() -> Path:
@@ -343,6 +365,8 @@ def hub_dir() -> Path:
 
 def folder_for(name: str) -> Path | None:
     """Where model ``name``'s folder is or would be; None for a name that can be no model's."""
+    if len(name) > MAX_NAME_LENGTH:
+        return None
     owner, sep, repo = name.partition("/")
     if not sep:
         return models_dir() / name if name and not name.startswith(".") else None
@@ -383,6 +407,8 @@ def model_config(name: str) -> ModelConfig:
 
 
 def _unknown(name: str) -> ModelUnavailable:
+    if len(name) > MAX_NAME_LENGTH:
+        return ModelUnavailable(f"model names are at most {MAX_NAME_LENGTH} characters; this one has {len(name)}")
     hint = f" (pull it from the Hub first: python -m studio pull {name})" if "/" in name and folder_for(name) else ""
     return ModelUnavailable(f"unknown model {name!r}{hint}; available: {', '.join(model_names())}")
 

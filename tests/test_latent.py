@@ -1,10 +1,15 @@
-"""Latent helpers: the seed convention, seed parsing, truncation, class vectors."""
+"""Latent helpers: the seed convention, seed parsing, truncation, class vectors, number checks."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from studio.latent import (
+    check_finite,
+    check_number,
+    check_seed,
     class_vector,
     lerp,
     parse_seeds,
@@ -55,6 +60,37 @@ def test_truncation_limits() -> None:
     assert torch.allclose(truncate(z, 0.5), z / 2)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1.6, -0.01, None, "0.5", True])
+def test_truncation_refuses_what_is_not_a_finite_psi_in_range(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"truncation \(psi\) must be a finite number from 0 to 1.5, not "):
+        truncate(torch.randn(2, 4), bad)
+
+
+def test_check_number_keeps_finite_numbers_in_range_as_floats() -> None:
+    assert check_number(np.float32(0.5), "x", 0, 1) == 0.5 and type(check_number(1, "x", 0, 1)) is float
+    with pytest.raises(ValueError, match="x must be a finite number from -1 to 1, not nan"):
+        check_number(math.nan, "x", -1, 1)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2.5, None, "7", True])
+def test_seeds_must_be_whole_numbers(bad: object) -> None:
+    with pytest.raises(ValueError, match="is not a whole number: seeds run from 0 to 4294967295"):
+        check_seed(bad)
+    assert check_seed(7.0) == 7 and check_seed(np.uint32(9)) == 9
+
+
+def test_class_vectors_refuse_weights_that_are_not_finite() -> None:
+    for bad in (math.nan, math.inf, 1001.0):
+        with pytest.raises(ValueError, match="the weight of class 'b' must be a finite number from 0 to 1000"):
+            class_vector({"a": 1.0, "b": bad}, ("a", "b"))
+
+
+def test_check_finite_names_what_holds_nan() -> None:
+    check_finite(torch.zeros(2, 3), "latents")
+    with pytest.raises(ValueError, match="latents must be finite numbers: these hold NaN or infinity"):
+        check_finite(torch.tensor([0.0, math.inf]), "latents")
+
+
 def test_class_vector_one_hot_blend_and_errors() -> None:
     names = ("a", "b", "c", "d")
     assert torch.equal(class_vector("c", names), torch.tensor([0.0, 0.0, 1.0, 0.0]))
@@ -65,7 +101,7 @@ def test_class_vector_one_hot_blend_and_errors() -> None:
         class_vector("e", names)
     with pytest.raises(ValueError, match="sum to zero"):
         class_vector({"a": 0}, names)
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=r"weight of class 'a' must be a finite number from 0 to 1000, not -1"):
         class_vector({"a": -1, "b": 2}, names)
 
 

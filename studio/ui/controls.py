@@ -8,13 +8,13 @@ from typing import Any
 import gradio as gr
 
 from studio import zoo
-from studio.latent import check_seed
+from studio.latent import MAX_EDIT, check_seed
 from studio.recipe import Recipe
 
 MAX_SEED = 2**32 - 1
 MAX_CLASSES = 16  # blend sliders built; a model with more classes blends its first 16
 MAX_SLIDERS = 20
-SLIDER_RANGE = 5.0
+SLIDER_RANGE = MAX_EDIT  # the sliders reach as far as a recipe may
 METHODS = [("Closed-form (SeFa)", "sefa"), ("PCA of features (GANSpace)", "pca")]
 
 
@@ -40,32 +40,34 @@ class Controls:
         """The recipe the controls' ``values`` (in ``inputs`` order) describe.
 
         Raises:
-            gr.Error: A value no image can be drawn from (no seed, unknown model, all-zero blend).
+            gr.Error: A value no image can be drawn from (no seed, unknown model, all-zero blend, a number
+                that is not finite or out of range); these values may come from any API caller.
         """
         model, seed, blend_on, class_name = values[:4]
         blend = values[4 : 4 + MAX_CLASSES]
         truncation, method = values[4 + MAX_CLASSES : 6 + MAX_CLASSES]
         sliders = values[6 + MAX_CLASSES :]
+        if not isinstance(model, str):
+            raise gr.Error("Pick a model.")
         try:
             names = zoo.model_config(model).class_names
         except zoo.ModelUnavailable as e:
             raise gr.Error(str(e)) from None
         if seed is None:
             raise gr.Error("Enter a seed: a whole number from 0 to 4294967295.")
-        try:
-            seed = check_seed(int(seed))
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
         if not names:
             classes = {}
         elif blend_on:
-            classes = {n: float(w) for n, w in zip(names, blend) if w}
+            classes = {n: w for n, w in zip(names, blend) if w}
             if not classes:
                 raise gr.Error("Give at least one class a weight above zero to blend.")
         else:
             classes = {class_name: 1.0} if class_name else {}
-        edits = {i: float(v) for i, v in enumerate(sliders) if v}
-        return Recipe(model, weights_sha256, seed, classes, float(truncation), method, edits)
+        edits = {i: v for i, v in enumerate(sliders) if v}
+        try:
+            return Recipe(model, weights_sha256, check_seed(seed), classes, truncation, method, edits)
+        except ValueError as e:  # the seed's and the recipe's own checks, in words
+            raise gr.Error(str(e)) from None
 
     def values(self, recipe: Recipe) -> list[Any]:
         """Component updates (in ``inputs`` order) that show ``recipe``."""

@@ -256,7 +256,10 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
         return directions.slider_names(loaded(name).folder, method_, MAX_SLIDERS)
 
     def on_model(name: str, method_: str):
-        cfg_names = list(zoo.model_config(name).class_names)
+        try:
+            cfg_names = list(zoo.model_config(name).class_names)
+        except zoo.ModelUnavailable as e:  # a name typed into the picker
+            raise gr.Error(str(e)) from None
         blend_updates = [gr.update(value=0.0, label=n, visible=True) for n in cfg_names[:MAX_CLASSES]]
         blend_updates += [gr.update(value=0.0, visible=False)] * (MAX_CLASSES - len(blend_updates))
         return [model_card(name), gr.update(choices=cfg_names, value=cfg_names[0] if cfg_names else None,
