@@ -118,9 +118,10 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     # a long path may take minutes on a CPU, which is no timeout for a batch job.
     with Engine(timeout_s=24 * 3600) as engine:
         recipes = generate_recipes(args, engine.cache.get(args.model).weights_sha256)
-        frames = animation.render_frames(engine, recipes, options)
-    animation.export(Path(args.out), frames, args.fps, args.size)
-    print(f"wrote {args.out} ({len(frames)} frames, {len(frames) / args.fps:.1f} s at {args.fps:g} fps)")
+        # Streamed from the engine into the file: a long path is never all in memory.
+        animation.export(Path(args.out), animation.draw_frames(engine, recipes, options), args.fps, args.size)
+    count = len(options.times(keyframes))
+    print(f"wrote {args.out} ({count} frames, {count / args.fps:.1f} s at {args.fps:g} fps)")
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:

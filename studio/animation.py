@@ -1,13 +1,19 @@
 """Keyframe animation: a path through the latents of 2 to 16 recipes, rendered and exported.
 
 Each keyframe is a recipe (the full state of one image). A path runs from keyframe to keyframe in z
-(lerp or slerp) while the class vectors are lerped; every frame is drawn through the engine in one
-request, then written as an animated GIF or an H.264 MP4.
+(lerp or slerp) while the class vectors are lerped. Frames are drawn through the engine a few at a
+time (so other visitors' requests get their turn in between) and streamed into an animated GIF or
+an H.264 MP4 (so a long animation is never all in memory).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +29,15 @@ MIN_KEYFRAMES = 2
 MAX_KEYFRAMES = 16
 MAX_FRAMES_PER_SEGMENT = 120
 MAX_FPS = 60
-# Exports hold every (enlarged) frame in memory at once: 2**29 RGB pixels is 1.5 GiB. The largest
-# path (16 looping keyframes x 120 frames) still fits at 512x512.
-MAX_EXPORT_PIXELS = 2**29
+# One engine request draws this many frames at most: an interactive request that arrives during an
+# export waits for one such batch, not for the whole animation. On a 2-core CPU 4 frames take about
+# twice one image's time (16 took five times as long); on a GPU the extra requests cost next to nothing.
+FRAMES_PER_REQUEST = 4
+# Exports encode at this much lower CPU priority, so interactive drawing on the same cores goes first.
+EXPORT_NICENESS = 10
+# Frames x output pixels of one animation: the time and disk it costs. The longest path (16 looping
+# keyframes x 120 frames) fits at 512x512.
+MAX_ANIMATION_PIXELS = 2**29
 WRITERS = {".gif": media.write_gif, ".mp4": media.write_mp4}
 
 
@@ -122,14 +134,38 @@ def frame_inputs(z: torch.Tensor, c: torch.Tensor | None,
     return torch.stack(frames_z), torch.stack(frames_c) if c is not None else None
 
 
-def render_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions) -> np.ndarray:
-    """Draw every frame of the path through ``recipes`` in one engine request: ``[T, H, W, 3]`` uint8.
+def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1) -> Iterator[np.ndarray]:
+    """Every ``step``-th ``[H, W, 3]`` uint8 frame of the path through ``recipes`` (from the first), in order.
+
+    Frames are drawn in engine requests of at most ``FRAMES_PER_REQUEST``, each only when the
+    previous ones have been used: memory holds one request's frames, and other callers' requests
+    run between them.
 
     Raises:
-        ValueError: Bad keyframes (see ``keyframe_inputs``); the engine's errors otherwise.
+        ValueError: Bad keyframes (see ``keyframe_inputs``), before any frame is drawn; the
+            engine's errors otherwise.
     """
     z, c = frame_inputs(*keyframe_inputs(engine, recipes), options)
-    return engine.generate(Request(recipes[0].model, z=z, c=c))
+    return _drawn(engine, recipes[0].model, z[::step], None if c is None else c[::step])
+
+
+def _drawn(engine: Engine, model: str, z: torch.Tensor, c: torch.Tensor | None) -> Iterator[np.ndarray]:
+    for i in range(0, len(z), FRAMES_PER_REQUEST):
+        part = slice(i, i + FRAMES_PER_REQUEST)
+        yield from engine.generate(Request(model, z=z[part], c=None if c is None else c[part]))
+
+
+def pixel_limit_text() -> str:
+    """The frames x pixels limit in words, as the UI and the errors state it."""
+    return (f"{MAX_ANIMATION_PIXELS // 2**20:,} megapixels of frames "
+            f"({MAX_ANIMATION_PIXELS // 512**2:,} frames at 512×512)")
+
+
+def check_pixels(frame_count: int, side: int) -> None:
+    """Raise ValueError when ``frame_count`` frames of ``side`` x ``side`` pass ``MAX_ANIMATION_PIXELS``."""
+    if frame_count * side**2 > MAX_ANIMATION_PIXELS:
+        raise ValueError(f"{frame_count} frames at {side}x{side} are too many pixels for one animation "
+                         f"(at most {pixel_limit_text()}): use fewer frames or a smaller size")
 
 
 def check_export(path: Path, frame_count: int, side: int, fps: float, size: int | None = None) -> None:
@@ -143,7 +179,8 @@ def check_export(path: Path, frame_count: int, side: int, fps: float, size: int 
         size: Output side in pixels, a multiple of ``side``; None keeps ``side``.
 
     Raises:
-        ValueError: Another extension, an fps or size out of range, or too many pixels in all.
+        ValueError: Another extension, an fps or size out of range, or more frames x pixels than
+            ``MAX_ANIMATION_PIXELS``.
     """
     path = Path(path)
     if path.suffix.lower() not in WRITERS:
@@ -153,21 +190,66 @@ def check_export(path: Path, frame_count: int, side: int, fps: float, size: int 
     if size is not None and (size < side or size % side):
         raise ValueError(f"size must be a multiple of the frames' side ({side} px), such as {side} or "
                          f"{2 * side}, not {size}")
-    out_side = size or side
-    if frame_count * out_side**2 > MAX_EXPORT_PIXELS:
-        raise ValueError(f"{frame_count} frames at {out_side}x{out_side} are too many pixels to export: "
-                         "use fewer frames or a smaller size")
+    check_pixels(frame_count, size or side)
 
 
-def export(path: Path, frames: np.ndarray, fps: float, size: int | None = None) -> None:
-    """Write ``[T, H, W, 3]`` uint8 frames as a looping GIF or an H.264 MP4, by ``path``'s extension.
+def export(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | None = None) -> None:
+    """Write uint8 frames as a looping GIF or an H.264 MP4, by ``path``'s extension, atomically.
 
-    ``size`` enlarges with nearest-neighbour, so pixels stay crisp; see ``check_export`` for the
-    accepted settings.
+    The frames are taken and encoded on a thread of their own at a lower CPU priority (see
+    ``EXPORT_NICENESS``), which this call waits for.
+
+    Args:
+        path: Ends in ``.gif`` or ``.mp4``.
+        frames: ``[T, H, W, 3]``, or any iterable of ``[H, W, 3]`` (such as ``draw_frames(...)``): written as
+            they come, and the writing stops with ValueError once they pass ``MAX_ANIMATION_PIXELS``.
+        fps: Frames per second.
+        size: Enlarges with nearest-neighbour, so pixels stay crisp; see ``check_export``.
 
     Raises:
-        ValueError: From ``check_export``.
+        ValueError: From ``check_export`` (before anything is written), or no frames.
     """
-    path = Path(path)
-    check_export(path, len(frames), frames.shape[1], fps, size)
-    WRITERS[path.suffix.lower()](path, frames, fps, size)
+    _in_background(lambda: _write(Path(path), iter(frames), fps, size))
+
+
+def _write(path: Path, frames: Iterator[np.ndarray], fps: float, size: int | None) -> None:
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("an animation needs at least one frame")
+    side = first.shape[0]
+    check_export(path, 1, side, fps, size)
+    WRITERS[path.suffix.lower()](path, _within_limit(itertools.chain([first], frames), size or side), fps, size)
+
+
+def _within_limit(frames: Iterator[np.ndarray], out_side: int) -> Iterator[np.ndarray]:
+    # A stream's length is known only at its end: check the limit as the frames come.
+    for count, frame in enumerate(frames, start=1):
+        check_pixels(count, out_side)
+        yield frame
+
+
+def _in_background(work: Callable[[], None]) -> None:
+    """Run ``work`` on a thread of its own at a lower CPU priority, wait for it and raise what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        _lower_priority()
+        try:
+            work()
+        except BaseException as e:  # handed to the waiting caller
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="studio-export")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _lower_priority() -> None:
+    # Linux gives each thread its own nice value, and the encoder process started from the thread
+    # inherits it; elsewhere setpriority would slow the whole studio down, so exports run as they are.
+    if sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + EXPORT_NICENESS))

@@ -17,6 +17,9 @@ batch size, for the full discriminator and for the quick preset.
 
 ``responsive``: the studio's generation latency with and without a fine-tune job running beside it.
 
+``export``: the studio's generation latency while one and two long animation exports draw through
+the same engine, against an idle engine.
+
 ``dedup``: the near-duplicate rule of ingestion, luminance-only (old) against structure and colour
 (new): distinct works sharing a composition flagged as copies (false merges), and true near copies caught.
 
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +115,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _model_arguments(p)
     p.add_argument("--requests", type=int, default=60, help="requests timed in each phase (default 60)")
     p.set_defaults(func=cmd_bench_responsive)
+
+    p = kinds.add_parser("export", help="generation latency while long animation exports run",
+                         description="p50/p95 of single-image requests through the engine, first alone, then "
+                         "while one and two long MP4 exports (4x enlarged) draw through the same engine; "
+                         "with each figure's ratio to the idle one and the exports' frames per second.")
+    _model_arguments(p)
+    p.add_argument("--requests", type=int, default=100, help="requests timed in each phase (default 100)")
+    p.add_argument("--frames", type=int, default=480, help="frames of each export (default 480)")
+    p.set_defaults(func=cmd_bench_export)
 
     p = kinds.add_parser("dedup", help="near-duplicate rule: false merges of distinct works, copies caught",
                          description="False merges (distinct works sharing a composition flagged as near "
@@ -433,6 +445,59 @@ def cmd_bench_responsive(args: argparse.Namespace) -> None:
     print(f"{args.model}: single-image requests through the engine, {args.requests} each")
     print(f"  no job running:        p50 {alone[0]:.1f} ms  p95 {alone[1]:.1f} ms")
     print(f"  fine-tune job running: p50 {busy[0]:.1f} ms  p95 {busy[1]:.1f} ms  (job at {step_s:.2f} s/step)")
+
+
+def cmd_bench_export(args: argparse.Namespace) -> None:
+    """Print engine latency percentiles idle and while one and two animation exports run, as ratios."""
+    from studio import animation
+    from studio.recipe import Recipe
+
+    with Engine(timeout_s=600) as engine, tempfile.TemporaryDirectory() as tmp:
+        model = engine.cache.get(args.model)
+        keyframes = [Recipe(args.model, model.weights_sha256, seed) for seed in range(4)]
+        options = animation.PathOptions(max(1, args.frames // 4), loop=True)
+        size = 4 * model.config.resolution
+
+        def latencies() -> tuple[float, float]:
+            times = [_timed(lambda s=s: engine.generate(Request(args.model, (s,)))) for s in range(args.requests)]
+            return _percentiles_ms(times)
+
+        def export_while(stop: threading.Event, out: Path, frames: list[int]) -> None:
+            def counted(drawn: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+                for frame in drawn:
+                    if stop.is_set():  # the requests are timed: end this export early
+                        return
+                    frames.append(1)
+                    yield frame
+
+            while not stop.is_set():  # export after export until the requests are timed
+                animation.export(out, counted(animation.draw_frames(engine, keyframes, options)), 24, size)
+
+        latencies()  # warm-up
+        idle = latencies()
+        rows = []
+        for exports in (1, 2):
+            stop, frames = threading.Event(), []
+            threads = [threading.Thread(target=export_while, args=(stop, Path(tmp) / f"{i}.mp4", frames))
+                       for i in range(exports)]
+            for t in threads:
+                t.start()
+            while not frames:  # the exports are drawing
+                time.sleep(0.01)
+            start = time.perf_counter()
+            busy = latencies()
+            rate = len(frames) / (time.perf_counter() - start)
+            stop.set()
+            for t in threads:
+                t.join()
+            rows.append((exports, busy, rate))
+    print(f"{args.model}: {args.requests} single-image requests through the engine in each phase; each export "
+          f"{len(options.times(len(keyframes)))} frames, MP4 at {size}x{size}, in requests of "
+          f"{animation.FRAMES_PER_REQUEST} frames")
+    print(f"  idle:        p50 {idle[0]:.1f} ms  p95 {idle[1]:.1f} ms")
+    for exports, (p50, p95), rate in rows:
+        print(f"  {exports} export{'s' if exports > 1 else ' '}:   p50 {p50:.1f} ms  p95 {p95:.1f} ms  "
+              f"(p50 x{p50 / idle[0]:.2f}, p95 x{p95 / idle[1]:.2f} idle; exports at {rate:.0f} frames/s)")
 
 
 def class_variants(model: LoadedModel, seeds: int) -> list[list[np.ndarray]]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from studio.storage import atomic_write, atomic_write_bytes
 
@@ -58,47 +60,68 @@ def upscale_nearest(image: np.ndarray, size: int) -> np.ndarray:
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def write_gif(path: Path, frames: np.ndarray, fps: float, size: int | None = None) -> None:
-    """Write ``[T, H, W, 3]`` uint8 frames as a looping animated GIF, atomically.
+def _enlarged(frames: Iterable[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
+    """``frames`` one at a time, enlarged to ``size``; raises ValueError when there are none."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("an animation needs at least one frame")
+    for frame in itertools.chain([first], frames):
+        yield upscale_nearest(frame, size) if size else frame
 
-    Each frame gets its own adaptive 256-colour palette; ``size`` enlarges with nearest-neighbour.
+
+def write_gif(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | None = None) -> None:
+    """Write uint8 frames (``[T, H, W, 3]``, or any iterable of ``[H, W, 3]``) as a looping animated GIF, atomically.
+
+    Frames are encoded as they come, so a long animation is never all in memory. Each frame gets its
+    own adaptive 256-colour palette; ``size`` enlarges with nearest-neighbour.
     """
-    # Quantising each frame with a fast octree first is ~30x quicker than PIL's default palette step
-    # when saving, at a small cost in colour error (3.5 vs 2.7 levels on the default model).
-    images = [to_pil(upscale_nearest(f, size) if size else f).quantize(256, method=Image.Quantize.FASTOCTREE)
-              for f in frames]
     duration_ms = round(1000 / fps)
 
     def write(tmp: Path) -> None:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms,
-                       loop=0, disposal=1, optimize=False)
+        # PIL's save_all holds every frame until the end; its frame-level encoder writes each at once.
+        with open(tmp, "wb") as f:
+            for i, frame in enumerate(_enlarged(frames, size)):
+                # Quantising each frame with a fast octree is ~30x quicker than PIL's default palette
+                # step, at a small cost in colour error (3.5 vs 2.7 levels on the default model).
+                image = to_pil(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+                if i == 0:  # the first frame's palette is the global one
+                    header, _ = GifImagePlugin.getheader(image, info={"loop": 0, "duration": duration_ms})
+                    f.writelines(header)
+                f.writelines(GifImagePlugin.getdata(image, duration=duration_ms, disposal=1,
+                                                    include_color_table=i > 0))
+            f.write(b";")  # the GIF trailer
 
     atomic_write(Path(path), write)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: float, size: int | None = None, quality: int = 20) -> None:
-    """Write ``[T, H, W, 3]`` uint8 frames as an H.264 MP4 (yuv420p, plays everywhere), atomically.
+def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | None = None,
+              quality: int = 20) -> None:
+    """Write uint8 frames (``[T, H, W, 3]``, or any iterable of ``[H, W, 3]``) as an H.264 MP4, atomically.
 
-    Uses the ffmpeg binary that the imageio-ffmpeg wheel ships, so no system ffmpeg is needed.
-    ``quality`` is x264's CRF (lower is better; 18-23 is visually lossless to good).
+    Frames are piped to the encoder as they come, so a long animation is never all in memory. The
+    video is yuv420p (plays everywhere), from the ffmpeg binary that the imageio-ffmpeg wheel ships,
+    so no system ffmpeg is needed. ``quality`` is x264's CRF (lower is better; 18-23 is visually
+    lossless to good).
     """
     import imageio_ffmpeg  # imported here: only exports need it
 
-    frames = np.stack([upscale_nearest(f, size) if size else f for f in frames])
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:  # yuv420p needs even sides
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        h, w = frames.shape[1:3]
+    frames = _enlarged(frames, size)
+    first = next(frames)
+    h, w = first.shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))  # yuv420p needs even sides
 
     def write(tmp: Path) -> None:
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+            str(tmp), (w + w % 2, h + h % 2), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
             output_params=["-crf", str(quality), "-movflags", "+faststart", "-f", "mp4"],
             ffmpeg_log_level="error",
         )
         writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        try:
+            for frame in itertools.chain([first], frames):
+                writer.send(np.ascontiguousarray(np.pad(frame, pad, mode="edge") if h % 2 or w % 2 else frame))
+        finally:
+            writer.close()  # ends ffmpeg also when drawing a frame failed
 
     atomic_write(Path(path), write)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -17,7 +20,7 @@ from PIL import Image, ImageSequence
 from studio import animation, zoo
 from studio.__main__ import main
 from studio.animation import PathOptions
-from studio.engine import Engine
+from studio.engine import Engine, Request
 from studio.recipe import Recipe, RecipeError, request_for
 from tests.conftest import make_tiny_model
 
@@ -43,9 +46,14 @@ def image_of(engine: Engine, recipe: Recipe) -> np.ndarray:
     return engine.generate(request_for(recipe))[0]
 
 
+def render(engine: Engine, recipes: list[Recipe], options: PathOptions) -> np.ndarray:
+    """Every frame of the path, ``[T, H, W, 3]``."""
+    return np.stack(list(animation.draw_frames(engine, recipes, options)))
+
+
 def test_frames_at_segment_starts_are_the_keyframe_images_exactly(tiny: str, engine: Engine) -> None:
     recipes = recipes_for(tiny, [3, 7, 11])
-    frames = animation.render_frames(engine, recipes, PathOptions(5, "slerp", "ease-in-out", loop=False))
+    frames = render(engine, recipes, PathOptions(5, "slerp", "ease-in-out", loop=False))
     assert frames.shape == (10, 32, 32, 3)  # 2 segments x 5: the end keyframe is not a frame
     assert np.array_equal(frames[0], image_of(engine, recipes[0]))
     assert np.array_equal(frames[5], image_of(engine, recipes[1]))
@@ -70,7 +78,7 @@ def test_a_loop_closes_on_the_first_keyframe(tiny: str, engine: Engine) -> None:
     assert torch.allclose(z[0] - fz[-1], fz[-1] - fz[-2], atol=1e-6)
     assert torch.allclose(c[0] - fc[-1], fc[-1] - fc[-2], atol=1e-6)
 
-    frames = animation.render_frames(engine, recipes, PathOptions(8, "slerp", "linear", loop=True))
+    frames = render(engine, recipes, PathOptions(8, "slerp", "linear", loop=True))
     assert len(frames) == 24
     first, second = image_of(engine, recipes[0]).astype(int), image_of(engine, recipes[1]).astype(int)
     last = frames[-1].astype(int)
@@ -102,19 +110,19 @@ def test_keyframes_from_two_models_are_refused(tiny: str, home: Path, engine: En
     make_tiny_model(home, "tiny2", seed=1)
     mixed = recipes_for(tiny, [1, 2]) + recipes_for("tiny2", [3])
     with pytest.raises(ValueError, match="same model: keyframe 1 uses 'tiny', keyframe 3 uses 'tiny2'"):
-        animation.render_frames(engine, mixed, PathOptions())
+        animation.draw_frames(engine, mixed, PathOptions())
 
 
 def test_a_keyframe_made_with_other_weights_is_refused(tiny: str, engine: Engine) -> None:
     recipes = recipes_for(tiny, [1, 2])
     recipes[1] = Recipe(tiny, "0" * 64, 2)
     with pytest.raises(RecipeError, match="other weights"):
-        animation.render_frames(engine, recipes, PathOptions())
+        animation.draw_frames(engine, recipes, PathOptions())
 
 
 @pytest.mark.parametrize(("count", "ok"), [(1, False), (2, True), (16, True), (17, False)])
 def test_keyframe_count_limits(tiny: str, count: int, ok: bool) -> None:
-    recipes = [Recipe(tiny, "x", s) for s in range(count)]
+    recipes = [Recipe(tiny, "0" * 64, s) for s in range(count)]
     if ok:
         assert animation.keyframe_model(recipes) == tiny
     else:
@@ -178,8 +186,104 @@ def test_bad_export_settings_are_refused_and_write_nothing(tmp_path: Path, name:
 
 
 def test_too_many_pixels_are_refused_before_drawing() -> None:
-    with pytest.raises(ValueError, match="1920 frames at 1024x1024 are too many pixels"):
+    with pytest.raises(ValueError, match=r"1920 frames at 1024x1024 are too many pixels for one animation "
+                                         r"\(at most 512 megapixels of frames \(2,048 frames at 512×512\)\)"):
         animation.check_export(Path("a.mp4"), 1920, 128, 12, 1024)
+    animation.check_export(Path("a.mp4"), 1920, 128, 12, 512)  # the longest path, at 4x the default model
+
+
+def test_a_stream_past_the_pixel_limit_stops_and_writes_nothing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(animation, "MAX_ANIMATION_PIXELS", 10 * 64**2)
+    animation.export(tmp_path / "ok.gif", iter(block_frames(10)), 12, 64)
+    with pytest.raises(ValueError, match="11 frames at 64x64 are too many pixels"):
+        animation.export(tmp_path / "long.mp4", iter(block_frames(11)), 12, 64)
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.gif"]
+
+
+class RecordingEngine(Engine):
+    """A real engine that records the size of every animation request, and how many frames it has served.
+
+    With ``slip_in`` set, the first animation request is followed at once by that interactive request,
+    and ``frames_before_slip_in`` tells how many animation frames were served before it.
+    """
+
+    def __init__(self, slip_in: Request | None = None) -> None:
+        super().__init__("cpu")
+        self.sizes: list[int] = []
+        self.frames_served = 0
+        self.slip_in = slip_in
+        self.frames_before_slip_in: int | None = None
+
+    def submit(self, request: Request) -> Future:
+        future = super().submit(request)
+        if request.z is None:
+            return future
+        self.sizes.append(request.count)
+        future.add_done_callback(lambda _: self._served(request.count))
+        if self.slip_in is not None:
+            interactive, self.slip_in = super().submit(self.slip_in), None
+            interactive.add_done_callback(lambda _: setattr(self, "frames_before_slip_in", self.frames_served))
+        return future
+
+    def _served(self, count: int) -> None:
+        self.frames_served += count
+
+
+def test_an_export_is_drawn_in_bounded_requests_with_the_same_pixels(tiny: str, tmp_path: Path) -> None:
+    recipes = recipes_for(tiny, [3, 7, 11])
+    options = PathOptions(40, "slerp", "linear", loop=True)  # 120 frames
+    with RecordingEngine() as eng:
+        animation.export(tmp_path / "a.gif", animation.draw_frames(eng, recipes, options), 12)
+        assert eng.sizes == [4] * 30 and animation.FRAMES_PER_REQUEST == 4
+        z, c = animation.frame_inputs(*animation.keyframe_inputs(eng, recipes), options)
+        whole = eng.generate(Request(tiny, z=z, c=c))  # the whole path in one request
+        assert np.array_equal(render(eng, recipes, options), whole)
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == 120
+
+
+def test_an_interactive_request_is_served_while_a_long_export_runs(tiny: str, tmp_path: Path) -> None:
+    recipes = recipes_for(tiny, [3, 7, 11])
+    options = PathOptions(120, "slerp", "linear", loop=True)  # 360 frames
+    with RecordingEngine(slip_in=request_for(recipes[0])) as eng:
+        animation.export(tmp_path / "a.mp4", animation.draw_frames(eng, recipes, options), 24, 64)
+        assert eng.frames_served == 360
+        assert eng.frames_before_slip_in is not None and eng.frames_before_slip_in <= 2 * animation.FRAMES_PER_REQUEST
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux only")
+def test_exports_encode_at_a_lower_cpu_priority_and_the_caller_keeps_its_own(tmp_path: Path) -> None:
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for frame in block_frames(3):
+            seen.append(priority())  # frames are pulled by the thread that encodes them
+            yield frame
+
+    mine = priority()
+    animation.export(tmp_path / "a.mp4", frames(), 12)
+    assert seen == [min(19, mine + animation.EXPORT_NICENESS)] * 3
+    assert priority() == mine
+
+
+def test_a_long_export_never_holds_all_its_frames(tiny: str, tmp_path: Path) -> None:
+    recipes = recipes_for(tiny, [3, 7])
+    options = PathOptions(100, "lerp", "linear", loop=True)  # 200 frames, 128x128 once enlarged
+    everything = 200 * 128 * 128 * 3  # bytes of all enlarged frames: 9.8 MB
+    with Engine() as eng:
+        frames = animation.draw_frames(eng, recipes, options)
+        tracemalloc.start()  # numpy reports its arrays to tracemalloc
+        try:
+            animation.export(tmp_path / "a.mp4", frames, 24, 128)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "a.mp4"))[0] == 200
+    assert peak < everything / 10
 
 
 def test_cli_interpolate_writes_a_looping_gif(tiny_home: Path, tmp_path: Path) -> None:
@@ -198,7 +302,7 @@ def test_cli_interpolate_writes_a_looping_gif(tiny_home: Path, tmp_path: Path) -
         mp.setenv("STUDIO_HOME", str(tiny_home))
         sha = zoo.load("tiny").weights_sha256
         recipes = [Recipe("tiny", sha, s, {"fox": 1.0}) for s in (1, 5, 9)]
-        frames = animation.render_frames(eng, recipes, PathOptions(4, "slerp", "linear", loop=True))
+        frames = render(eng, recipes, PathOptions(4, "slerp", "linear", loop=True))
     animation.export(tmp_path / "expected.gif", frames, 12, 64)
     assert out.read_bytes() == (tmp_path / "expected.gif").read_bytes()
 

@@ -14,10 +14,12 @@ from gradio_client import Client
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
+from studio import animation
 from studio.engine import Engine
 from studio.recipe import Recipe, request_for
-from studio.ui.interpolate import build_interpolate_tab
+from studio.ui.interpolate import HEAVY_EVENTS, HEAVY_LIMIT, PREVIEW_FRAMES, build_interpolate_tab, summary_markdown
 from tests.conftest import free_port, make_tiny_model
+from tests.test_animation import RecordingEngine
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, MAIN_IMG, current_src, shown_pixels, wait_for_new_image
 
 pytestmark = pytest.mark.slow
@@ -30,7 +32,7 @@ def tiny_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, En
     """The tab alone in a Blocks, its keyframes state holding three tiny-model recipes; its URL, engine, keyframes."""
     home = tmp_path_factory.mktemp("interp-home")
     make_tiny_model(home)
-    with pytest.MonkeyPatch.context() as mp, Engine() as engine:
+    with pytest.MonkeyPatch.context() as mp, RecordingEngine() as engine:
         mp.setenv("STUDIO_HOME", str(home))
         sha = engine.cache.get("tiny").weights_sha256
         recipes = [Recipe("tiny", sha, seed, classes, psi) for seed, classes, psi in KEYFRAMES]
@@ -71,6 +73,42 @@ def test_exports_have_the_chosen_frames_size_and_codec(tiny_app: tuple[str, Engi
     gif = client.predict("lerp", 5, "linear", False, 20, 1, api_name="/interpolate_gif")
     with Image.open(gif) as animation:
         assert animation.n_frames == 10 and animation.size == (32, 32)
+
+
+def test_a_long_preview_shows_a_sample_of_its_frames_and_every_frame_in_the_gif(
+        tiny_app: tuple[str, RecordingEngine, list[Recipe]]) -> None:
+    url, engine, recipes = tiny_app
+    client = Client(url, verbose=False)
+    engine.sizes.clear()
+    gif, frames = client.predict("lerp", 100, "linear", True, 24, 1, api_name="/interpolate_preview")
+    assert engine.sizes and max(engine.sizes) <= animation.FRAMES_PER_REQUEST and sum(engine.sizes) == 300
+    with Image.open(gif) as shown:
+        assert shown.n_frames == 300  # 3 looping segments x 100
+    step = 7  # the smallest step that shows at most PREVIEW_FRAMES of 300
+    assert len(frames) == len(range(0, 300, step)) <= PREVIEW_FRAMES < len(range(0, 300, step - 1))
+    assert [f["caption"] for f in frames[:3]] == ["key 1", "8", "15"]
+    assert np.array_equal(rgb(frames[0]["image"]), engine.generate(request_for(recipes[0]))[0])
+
+    engine.sizes.clear()  # again: the GIF exists, so only the frames shown are drawn
+    again, frames_again = client.predict("lerp", 100, "linear", True, 24, 1, api_name="/interpolate_preview")
+    assert sum(engine.sizes) == len(frames)
+    assert [rgb(f["image"]).tolist() for f in frames_again[:5]] == [rgb(f["image"]).tolist() for f in frames[:5]]
+
+
+def test_previews_and_exports_take_turns_in_one_group(tiny_app: tuple[str, RecordingEngine, list[Recipe]]) -> None:
+    with gr.Blocks() as demo:
+        build_interpolate_tab(demo, tiny_app[1], gr.State([]))
+    heavy = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
+             if fn.api_name in ("interpolate_preview", "interpolate_gif", "interpolate_mp4")}
+    assert len(heavy) == 3 and set(heavy.values()) == {(HEAVY_EVENTS, HEAVY_LIMIT)}
+
+
+def test_the_summary_states_the_pixel_limit(tiny: str) -> None:
+    recipes = [Recipe(tiny, "", seed) for seed in (1, 2, 3)]
+    text = summary_markdown(recipes, 120, True, 12, 4)  # 360 frames at 128x128
+    assert "360 frames (3 segments × 120) · 30.0 s at 12 fps · 128×128 px" in text
+    assert "5.6 megapixels of frames; one animation may have up to 512 megapixels of frames (2,048 frames at 512×512)" in text
+    assert "The preview shows one frame in 8." in text
 
 
 @pytest.fixture

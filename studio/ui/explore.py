@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from studio.media import grid
 from studio.ui.errors import USER_ERRORS
 from studio.recipe import Recipe, RecipeError, check_weights, read_recipe, request_for, save_png
 from studio.ui.controls import MAX_CLASSES, MAX_SEED, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls
+from studio.ui.scratch import keep_newest, scratch_dir
 
 if TYPE_CHECKING:
     from studio.engine import Engine
@@ -69,11 +69,12 @@ class ImageFiles:
     """PNG files of drawn images, each carrying its recipe, named by the recipe so repeats are free.
 
     Only the newest ``keep`` files are kept: by then Gradio has copied older ones to its own cache,
-    and a studio that runs for weeks must not fill the disk.
+    and a studio that runs for weeks must not fill the disk. The folder goes with this object (or
+    at exit).
     """
 
     def __init__(self, keep: int = 2000) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="gan-studio-images-"))
+        self.folder = scratch_dir(self, "images")
         self.keep = keep
         self._saved = 0
 
@@ -89,9 +90,7 @@ class ImageFiles:
         return str(path)
 
     def _prune(self) -> None:
-        files = sorted(self.folder.glob("*.png"), key=lambda p: p.stat().st_mtime)
-        for old in files[: max(0, len(files) - self.keep)]:
-            old.unlink(missing_ok=True)
+        keep_newest(self.folder, self.keep, "*.png")
 
 
 def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> None:

@@ -3,15 +3,16 @@
 Keyframes live in a ``gr.State`` shared with the Explore tab (a list of recipe JSONs); this tab shows
 them as a strip, trims them, and turns them into frames through ``studio.animation``. Animation
 files are named by everything that made them, so a preview's GIF is also its export, and repeats
-cost nothing.
+cost nothing. Previews and exports are heavy: they take turns (``HEAVY_LIMIT`` at once), draw their
+frames in small engine requests between everyone's drawing, and stream them into the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from studio.animation import PathOptions
 from studio.recipe import Recipe, request_for
 from studio.ui.errors import USER_ERRORS
 from studio.ui.explore import ImageFiles
+from studio.ui.scratch import keep_newest, scratch_dir
 
 if TYPE_CHECKING:
     from studio.engine import Engine
@@ -31,6 +33,11 @@ MODE_CHOICES = [("Slerp: along the sphere", "slerp"), ("Lerp: straight line", "l
 SIZE_CHOICES = [("1× (model size)", 1), ("2×", 2), ("4×", 4)]
 DEFAULT_FRAMES_PER_SEGMENT = 12
 DEFAULT_FPS = 12
+# The frames gallery shows at most this many, evenly spaced: each one is a PNG the browser fetches.
+PREVIEW_FRAMES = 48
+# Previews and exports share one queue slot group: a crowd of long exports cannot take every core.
+HEAVY_EVENTS = "animation"
+HEAVY_LIMIT = 2
 NO_KEYFRAMES = (f"Add {animation.MIN_KEYFRAMES} to {animation.MAX_KEYFRAMES} keyframes in the **Explore** tab "
                 "(**Add as keyframe**); the animation runs through them in order.")
 
@@ -62,8 +69,29 @@ def summary_markdown(recipes: list[Recipe], frames_per_segment: float, loop: boo
     per = int(frames_per_segment)
     frames = len(PathOptions(per, loop=bool(loop)).times(len(recipes)))
     side = scale * zoo.model_config(recipes[0].model).resolution
-    return (f"**{len(recipes)} keyframes** → {frames} frames ({frames // per} segments × {per}) · "
-            f"{frames / fps:.1f} s at {fps:g} fps · {side}×{side} px")
+    text = (f"**{len(recipes)} keyframes** → {frames} frames ({frames // per} segments × {per}) · "
+            f"{frames / fps:.1f} s at {fps:g} fps · {side}×{side} px\n\n"
+            f"{frames * side**2 / 2**20:,.1f} megapixels of frames; one animation may have up to "
+            f"{animation.pixel_limit_text()}.")
+    if frames > PREVIEW_FRAMES:
+        text += f" The preview shows one frame in {math.ceil(frames / PREVIEW_FRAMES)}."
+    return text
+
+
+class AnimationFiles:
+    """The tab's animation files, named by their settings; the newest ``keep`` stay, the folder goes with this object."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.folder = scratch_dir(self, "animations")
+        self.keep = keep
+
+    def write(self, name: str, frames: Iterator[np.ndarray], fps: float, size: int) -> str:
+        """The path of animation ``name``, written from ``frames`` unless it exists (it is then that very animation)."""
+        path = self.folder / name
+        if not path.exists():
+            animation.export(path, frames, fps, size)
+            keep_newest(self.folder, self.keep, "[!.]*")  # not the hidden files of writes under way
+        return str(path)
 
 
 def _recipes(texts: list[str]) -> list[Recipe]:
@@ -76,7 +104,7 @@ def _recipes(texts: list[str]) -> list[Recipe]:
 def build_interpolate_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> None:
     """Lay out the Interpolate tab inside ``demo``; ``keyframes`` holds the recipe JSONs Explore adds."""
     strip_files = ImageFiles()  # the strip's PNGs carry their recipes, like every image the studio saves
-    exports = Path(tempfile.mkdtemp(prefix="gan-studio-animations-"))
+    exports = AnimationFiles()
 
     with gr.Row(equal_height=False, elem_id="interpolate"):
         with gr.Column(scale=1, min_width=260, elem_classes=["panel"]):
@@ -107,7 +135,7 @@ def build_interpolate_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) 
                 clear = gr.Button("Clear all", size="sm", variant="stop", elem_id="interp-clear")
             view = gr.Image(label="Animation", type="filepath", height=384, interactive=False,
                             buttons=["download", "fullscreen"], elem_id="interp-animation")
-            # Fixed height: a long path (up to 1920 frames) scrolls inside the gallery, not the page.
+            # Fixed height: the frames shown (up to PREVIEW_FRAMES) scroll inside the gallery, not the page.
             frames_view = gr.Gallery(label="Frames", columns=6, height=420, format="png",
                                      elem_id="interp-frames", elem_classes=["strip"])
 
@@ -126,8 +154,8 @@ def build_interpolate_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) 
         return items, describe(texts, frames_per_segment, loop, fps, scale)
 
     def plan(texts: list[str], mode: str, frames_per_segment: float, easing: str, loop: bool, fps: float,
-             scale: int, suffix: str) -> tuple[list[Recipe], PathOptions, Path]:
-        """Check everything before drawing; returns the keyframes, the path and the file to write."""
+             scale: int, suffix: str) -> tuple[list[Recipe], PathOptions, str, int]:
+        """Check everything before drawing; returns the keyframes, the path, the file name and the output side."""
         recipes = _recipes(texts)
         try:
             options = PathOptions(int(frames_per_segment), mode, easing, bool(loop))
@@ -136,44 +164,55 @@ def build_interpolate_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) 
             count = len(options.times(len(recipes)))
             key = json.dumps([texts, mode, int(frames_per_segment), easing, bool(loop), fps, scale])
             name = f"{recipes[0].model}-{count}frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
-            animation.check_export(exports / name, count, side, fps, scale * side)
+            animation.check_export(Path(name), count, side, fps, scale * side)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
-        return recipes, options, exports / name
+        return recipes, options, name.replace("/", "--"), scale * side
 
-    def draw(recipes: list[Recipe], options: PathOptions) -> np.ndarray:
+    def write(recipes: list[Recipe], options: PathOptions, name: str, fps: float, size: int,
+              tap: Callable[[Iterator[np.ndarray]], Iterator[np.ndarray]] | None = None) -> str:
+        """The animation's file, drawn and written unless it exists; ``tap`` sees the frames on their way."""
         try:
-            return animation.render_frames(engine, recipes, options)
+            frames = animation.draw_frames(engine, recipes, options)
+            return exports.write(name, tap(frames) if tap else frames, fps, size)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from None
-
-    def save(path: Path, frames: np.ndarray, fps: float, scale: int) -> str:
-        if not path.exists():  # named by its settings: an existing file is this very animation
-            animation.export(path, frames, fps, scale * frames.shape[1])
-        return str(path)
 
     def preview(texts: list[str], mode: str, frames_per_segment: float, easing: str, loop: bool, fps: float,
                 scale: int) -> tuple[str, list]:
-        recipes, options, path = plan(texts, mode, frames_per_segment, easing, loop, fps, scale, ".gif")
-        frames = draw(recipes, options)
-        captions = [f"key {start + 1}" if t == 0 else f"{i + 1}"
-                    for i, (start, t) in enumerate(options.times(len(recipes)))]
-        return save(path, frames, fps, scale), list(zip(frames, captions))
+        recipes, options, name, size = plan(texts, mode, frames_per_segment, easing, loop, fps, scale, ".gif")
+        times = options.times(len(recipes))
+        step = math.ceil(len(times) / PREVIEW_FRAMES)
+        gallery: list[np.ndarray] = []
+
+        def keep_gallery_frames(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            for i, frame in enumerate(frames):
+                if i % step == 0:
+                    gallery.append(frame)
+                yield frame
+
+        path = write(recipes, options, name, fps, size, keep_gallery_frames)
+        if not gallery:  # the GIF was made before: draw only the frames the gallery shows
+            try:
+                gallery = list(animation.draw_frames(engine, recipes, options, step))
+            except USER_ERRORS as e:
+                raise gr.Error(str(e)) from None
+        captions = [f"key {start + 1}" if t == 0 else f"{i + 1}" for i, (start, t) in enumerate(times)][::step]
+        return path, list(zip(gallery, captions))
 
     def exporter(suffix: str) -> Callable[..., str]:
         def export(texts: list[str], mode: str, frames_per_segment: float, easing: str, loop: bool, fps: float,
                    scale: int) -> str:
-            recipes, options, path = plan(texts, mode, frames_per_segment, easing, loop, fps, scale, suffix)
-            if path.exists():  # a preview (GIF) or an earlier export made it: no need to draw
-                return str(path)
-            return save(path, draw(recipes, options), fps, scale)
+            recipes, options, name, size = plan(texts, mode, frames_per_segment, easing, loop, fps, scale, suffix)
+            return write(recipes, options, name, fps, size)
 
         return export
 
     settings = [keyframes, mode_radio, frames_slider, easing_radio, loop_box, fps_slider, scale_radio]
-    preview_button.click(preview, settings, [view, frames_view], api_name="interpolate_preview")
-    gif_button.click(exporter(".gif"), settings, download, api_name="interpolate_gif")
-    mp4_button.click(exporter(".mp4"), settings, download, api_name="interpolate_mp4")
+    heavy = {"concurrency_limit": HEAVY_LIMIT, "concurrency_id": HEAVY_EVENTS}
+    preview_button.click(preview, settings, [view, frames_view], api_name="interpolate_preview", **heavy)
+    gif_button.click(exporter(".gif"), settings, download, api_name="interpolate_gif", **heavy)
+    mp4_button.click(exporter(".mp4"), settings, download, api_name="interpolate_mp4", **heavy)
 
     shown = [keyframes, frames_slider, loop_box, fps_slider, scale_radio]
     keyframes.change(show, shown, [strip, summary], api_visibility="private")

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gradio as gr
+import numpy as np
 from huggingface_hub import ModelCard
+from PIL import Image
 
 from studio import hub, zoo
 from studio.engine import Request
@@ -99,13 +101,17 @@ def build_share_tab(demo: gr.Blocks, engine: Engine, shared: bool = False) -> No
 
     pull_button.click(pull, [pull_repo, revision], [pull_status, model, sample, card], api_name="pull_model")
 
-    def preview(name: str, repo_id: str):
-        folder = Path(tempfile.mkdtemp(prefix="gan-studio-upload-")) / "upload"
-        try:
-            hub.write_upload(name, (repo_id or "").strip(), folder)
-        except hub.HubError as e:
-            raise gr.Error(str(e)) from None
-        return str(folder / hub.SAMPLE_FILE), preview_markdown(folder)
+    def preview(name: str, repo_id: str) -> tuple[np.ndarray, str]:
+        # The dry run copies the whole model (tens of MB): only what the tab shows outlives this call.
+        with tempfile.TemporaryDirectory(prefix="gan-studio-upload-") as tmp:
+            folder = Path(tmp) / "upload"
+            try:
+                hub.write_upload(name, (repo_id or "").strip(), folder)
+            except hub.HubError as e:
+                raise gr.Error(str(e)) from None
+            with Image.open(folder / hub.SAMPLE_FILE) as sample_png:
+                sample_pixels = np.asarray(sample_png.convert("RGB"))
+            return sample_pixels, preview_markdown(folder)
 
     preview_button.click(preview, [model, push_repo], [sample, card], api_name="push_preview")
 
