@@ -35,7 +35,6 @@ MAX_NESTING = 8  # a recipe nests 2 deep: the document, then its classes and edi
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 _SHA256 = re.compile(r"(?:[0-9a-f]{64})?")  # empty: not yet drawn, so no weights to check
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class RecipeError(ValueError):
@@ -101,7 +100,7 @@ class Recipe:
         if not isinstance(text, str):
             raise RecipeError(f"not a recipe: expected JSON text, not {type(text).__name__}")
         _check_size(len(text) if len(text) > MAX_RECIPE_BYTES else len(text.encode("utf-8", "replace")))
-        if _nesting(text) > MAX_NESTING:
+        if _too_deep(text):
             raise RecipeError(f"not a recipe: it nests deeper than {MAX_NESTING} levels (a recipe nests 2)")
         try:
             d = json.loads(text, parse_constant=_refuse_constant)
@@ -134,18 +133,31 @@ def _check_size(size: int) -> None:
         raise RecipeError(f"not a recipe: {size} bytes is over the {MAX_RECIPE_BYTES // 1024} KB a recipe may take")
 
 
-def _nesting(text: str) -> int:
-    """How deep ``text``'s brackets nest outside strings; counting stops past ``MAX_NESTING``."""
-    depth = deepest = 0
-    for ch in _JSON_STRING.sub('""', text):
-        if ch in "[{":
+def _too_deep(text: str) -> bool:
+    """Whether ``text``'s brackets nest deeper than ``MAX_NESTING`` outside strings, found in one pass.
+
+    A character-by-character scan: a regular expression for strings would rescan an unclosed one
+    from each of its quotes, which takes quadratic time.
+    """
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
             depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_NESTING:
-                break
+            if depth > MAX_NESTING:
+                return True
         elif ch in "]}":
             depth -= 1
-    return deepest
+    return False
 
 
 def _refuse_constant(name: str) -> float:
@@ -154,10 +166,10 @@ def _refuse_constant(name: str) -> float:
 
 def _typed(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     if key not in d:
-        raise RecipeError(f"invalid recipe: missing {key!r}")
+        raise RecipeError(f"missing {key!r}")
     value = d[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise RecipeError(f"invalid recipe: {key!r} has the wrong type")
+        raise RecipeError(f"{key!r} has the wrong type")
     return value
 
 

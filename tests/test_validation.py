@@ -110,6 +110,22 @@ def test_oversized_and_deeply_nested_recipes_are_refused_before_parsing(tmp_path
         Recipe.from_json(padded)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['"' + '\\"' * 30_000, '"' * 60_000, ('"' + '\\"') * 20_000 + "\\", "{" + '"a": ' * 10_000 + "1}"],
+    ids=["escaped-quotes", "quotes", "trailing-backslash", "colons"],
+)
+def test_garbage_just_under_the_size_cap_is_refused_as_not_json(text: str) -> None:
+    # One scan of each text; a pattern for JSON strings took minutes on the first (quadratic).
+    with pytest.raises(RecipeError, match="not a recipe: the text is not JSON"):
+        Recipe.from_json(text)
+
+
+def test_missing_fields_are_named_once() -> None:
+    with pytest.raises(RecipeError, match=r"^invalid recipe: missing 'model'$"):
+        Recipe.from_json('{"format": "gan-studio-recipe/1"}')
+
+
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     recipe = replace(VALID, classes={"[[[[[{{{{{ \"quoted\" \\": 1.0})
     assert Recipe.from_json(recipe.to_json()) == recipe
