@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from studio import directions, media, zoo
+from studio import directions, loadtest, media, zoo
 from studio.engine import Engine, Request, default_device, generate, prepare, request_inputs, run_generator
 from studio.zoo import LoadedModel
 
@@ -144,6 +144,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     p.set_defaults(func=cmd_bench_startup)
+
+    loadtest.add_parser(kinds)
 
 
 def matmul_gflop_s(n: int = 2048, repeats: int = 7, device: torch.device | str = "cpu") -> float:
