@@ -241,8 +241,9 @@ def writable_folder(name: str, overwrite: bool = False) -> Path:
         ValueError: ``name`` is not a usable name, is a built-in model's, or is taken and ``overwrite`` is off.
     """
     if not _LOCAL_NAME.fullmatch(name):
-        raise ValueError(f"{name[:MAX_NAME_LENGTH]!r} is not a usable model name: use letters, digits, '.', '_' "
-                         f"and '-', at most {MAX_NAME_LENGTH} characters")
+        shown = repr(name) if len(name) <= MAX_NAME_LENGTH else f"a name of {len(name)} characters"
+        raise ValueError(f"{shown} is not a usable model name: use letters, digits, '.', '_' and '-', at most "
+                         f"{MAX_NAME_LENGTH} characters")
     if name in BUILTIN:
         raise ValueError(f"{name!r} is a built-in model and cannot be replaced: choose another name")
     folder = models_dir() / name

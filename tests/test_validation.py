@@ -280,7 +280,8 @@ def test_cli_refuses_over_long_model_names_in_words(tiny_home: Path, tmp_path: P
     weights = tmp_path / "g.pth"
     torch.save({}, weights)
     refused = cli_error(capsys, "import", str(weights), "--name", LONG_NAME, "--resolution", "32")
-    assert "is not a usable model name: use letters, digits, '.', '_' and '-', at most 96 characters" in refused
+    assert ("a name of 300 characters is not a usable model name: use letters, digits, '.', '_' and '-', at most 96 "
+            "characters") in refused
     assert sorted(p.name for p in (tiny_home / "models").iterdir()) == ["tiny"]
 
 
