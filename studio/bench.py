@@ -9,6 +9,11 @@ measured fp32 matrix-multiply rate.
 ``forward``: milliseconds per image of plain forward passes at several batch sizes, in the default
 memory layout and in the engine's (channels_last).
 
+``png``: CPU milliseconds and kilobytes per image of the PNG a drawn image is served as, with Pillow's
+default deflate and with the studio's options for drawn images (``media.DRAWN_PNG``).
+
+``api``: a launched studio under many ``gradio_client`` clients, end to end (``studio/loadtest.py``).
+
 ``sliders``: the time of one slider move (a request with an edit, through the engine) against one
 plain forward pass, and the time to compute each kind of semantic direction.
 
@@ -91,6 +96,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
     p.set_defaults(func=cmd_bench_forward)
+
+    p = kinds.add_parser("png", help="CPU ms and KiB per drawn image's PNG: Pillow's default vs the studio's",
+                         description="Median CPU milliseconds and mean kilobytes per image of PNG-encoding the "
+                         "model's images (one per seed), with Pillow's default deflate and with the options "
+                         "the studio writes drawn images with.")
+    _model_arguments(p)
+    p.add_argument("--images", type=int, default=64, help="images (seeds 0..N-1, default 64)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes over the images (default 5)")
+    p.set_defaults(func=cmd_bench_png)
 
     p = kinds.add_parser("sliders", help="one slider move vs one plain forward pass; direction compute times",
                          description="p50/p95 of one slider move (request to image, through the engine) against "
@@ -315,6 +329,29 @@ def cmd_bench_forward(args: argparse.Namespace) -> None:
     prepare(model)
     for b in args.batches:
         print(f"{b:>6}  {plain[b]:>14.2f}  {forward_ms_per_image(model, b, args.repeats):>13.2f}")
+
+
+def png_cost(images: np.ndarray, repeats: int, **options: object) -> tuple[float, float]:
+    """Median CPU ms per image over ``repeats`` passes of PNG-encoding ``images`` with ``options``, and mean KiB."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()  # CPU time: what the server pays, whatever else runs on the machine
+        sizes = [len(media.png_bytes(image, **options)) for image in images]
+        times.append((time.process_time() - t0) / len(images))
+    return statistics.median(times) * 1000, sum(sizes) / len(sizes) / 1024
+
+
+def cmd_bench_png(args: argparse.Namespace) -> None:
+    """Print PNG encoding CPU time and size per image, Pillow's default vs ``media.DRAWN_PNG``."""
+    model = zoo.load(args.model)
+    cls = model.config.class_names[0] if model.config.class_names else None
+    images = generate(model, range(args.images), cls, 0.8)  # the Explore tab's first kind of image
+    default_ms, default_kib = png_cost(images, args.repeats)
+    drawn_ms, drawn_kib = png_cost(images, args.repeats, **media.DRAWN_PNG)
+    print(f"{args.model}: PNG of {args.images} drawn images, median CPU ms per image over {args.repeats} passes")
+    print(f"  Pillow default (deflate):   {default_ms:.2f} ms  {default_kib:.1f} KiB")
+    print(f"  studio ({media.DRAWN_PNG}): {drawn_ms:.2f} ms  {drawn_kib:.1f} KiB")
+    print(f"  default / studio: {default_ms / drawn_ms:.1f}x the CPU, {default_kib / drawn_kib:.2f}x the size")
 
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -40,7 +40,7 @@ from studio.storage import atomic_write_bytes, studio_home
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180.0
-CALL_TIMEOUT_S = 120.0  # the longest a run's last calls may take to come back
+CALL_TIMEOUT_S = 120.0  # the longest one call (or a client's connection) may take
 BUSY_MARKS = ("studio is busy", "queue is full")  # the engine's refusal and a full Gradio queue
 TRUNCATION = 0.8  # the Explore tab's first image uses it too: the everyday request
 RUN_SEEDS = 10_000_000  # seeds set aside for each run: runs never draw each other's images
@@ -235,11 +235,13 @@ def _client(plan: Plan, index: int, stride: int, downloads: str, ready: threadin
     from gradio_client import Client
 
     try:
-        client = Client(plan.url, verbose=False, download_files=downloads)
+        # A generous time limit: on a loaded machine a slow connection is a finding, not a crash.
+        client = Client(plan.url, verbose=False, download_files=downloads, httpx_kwargs={"timeout": CALL_TIMEOUT_S})
         _draw(client, plan, plan.first_seed + index, tally, lock, timed=False)
-    except BaseException:
+    except Exception as e:
+        tally.error_messages.append(f"a client could not connect and draw: {e!r}")
         ready.abort()  # this process stops waiting for its clients at once
-        raise
+        return
     try:
         ready.wait()
         go.wait()
@@ -271,7 +273,7 @@ def client_process(plan: Plan, first: int, threads: int, stride: int, start: mp.
             ready.wait(timeout=START_TIMEOUT_S)  # every client has connected and drawn once
         except threading.BrokenBarrierError:
             start.abort()  # the other processes and the bench stop waiting at once
-            raise SystemExit("a client could not connect to the studio") from None
+            raise SystemExit(tally.error_messages[0] if tally.error_messages else "a client did not start") from None
         start.wait()  # every process starts calling together
         stop_at[0] = time.monotonic() + plan.seconds
         cpu0 = _own_cpu_s()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -42,10 +43,17 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarra
     return out
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode one ``[H, W, C]`` uint8 array as PNG."""
+# PNG options for images a generator drew. After PNG's per-row filters, zlib's run-length strategy
+# packs them as small as Pillow's default deflate (1-3% smaller) in a fifth of the CPU time: the largest
+# cost of the studio's own in serving an image. Flat pictures (gradients, line art) come out far larger
+# with it, so artwork uploads keep the default. Both are lossless. Figures: python -m studio bench png
+DRAWN_PNG = {"compress_type": zlib.Z_RLE}
+
+
+def png_bytes(image: np.ndarray, **options: object) -> bytes:
+    """Encode one ``[H, W, C]`` uint8 array as PNG; ``options`` go to Pillow's PNG writer (see ``DRAWN_PNG``)."""
     buf = io.BytesIO()
-    to_pil(image).save(buf, format="PNG")
+    to_pil(image).save(buf, format="PNG", **options)
     return buf.getvalue()
 
 

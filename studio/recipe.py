@@ -22,7 +22,7 @@ from PIL import Image, PngImagePlugin
 from studio import latent
 from studio.directions import METHODS
 from studio.engine import Request
-from studio.media import to_pil
+from studio.media import DRAWN_PNG, to_pil
 from studio.storage import atomic_write_bytes
 from studio.zoo import MAX_NAME_LENGTH, LoadedModel
 
@@ -178,7 +178,7 @@ def png_with_recipe(image: Image.Image, recipe: Recipe) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_itxt(PNG_KEY, recipe.to_json())
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
+    image.save(buf, format="PNG", pnginfo=info, **DRAWN_PNG)
     return buf.getvalue()
 
 

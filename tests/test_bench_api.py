@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from studio import loadtest, zoo
-from studio.engine import Engine
+from studio import loadtest, media, zoo
+from studio.engine import Engine, generate
 from studio.loadtest import Plan, Tally
 
 pytestmark = pytest.mark.slow
@@ -69,3 +71,11 @@ def test_pixel_digests_tell_images_apart() -> None:
     image = np.zeros((4, 4, 3), np.uint8)
     assert loadtest.pixel_digest(image) == loadtest.pixel_digest(image.copy())
     assert loadtest.pixel_digest(image) != loadtest.pixel_digest(np.zeros((2, 8, 3), np.uint8))  # same bytes
+
+
+def test_drawn_pngs_stay_lossless_and_small(eyes: zoo.LoadedModel) -> None:
+    images = generate(eyes, range(8), zoo.OMNIART_CLASSES[0], 0.8)
+    for image in images:
+        fast = media.png_bytes(image, **media.DRAWN_PNG)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(fast))), image)
+        assert len(fast) <= 1.05 * len(media.png_bytes(image))  # the speed costs no size on drawn images
