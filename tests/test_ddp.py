@@ -33,5 +33,7 @@ def test_torchrun_two_processes_train_one_model(tiny_home: Path, tmp_path: Path)
     assert result.stdout.count("wrote model ddp") == 1  # only rank 0 reports and writes
     lineage = json.loads((tiny_home / "models" / "ddp" / "config.json").read_text())["lineage"]
     assert lineage["processes"] == 2 and lineage["steps"] == 6
-    checkpoints = sorted(p.name for p in (tiny_home / "runs" / "ddp" / "checkpoints").iterdir())
+    (run,) = (tiny_home / "runs").iterdir()  # one run folder: only rank 0 writes
+    assert run.name.startswith("ddp-")
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert checkpoints == ["step-0000003.safetensors", "step-0000006.safetensors"]  # no leftovers, no doubles
