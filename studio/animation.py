@@ -137,9 +137,9 @@ def frame_inputs(z: torch.Tensor, c: torch.Tensor | None,
 def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1) -> Iterator[np.ndarray]:
     """Every ``step``-th ``[H, W, 3]`` uint8 frame of the path through ``recipes`` (from the first), in order.
 
-    Frames are drawn in engine requests of at most ``FRAMES_PER_REQUEST``, each only when the
-    previous ones have been used: memory holds one request's frames, and other callers' requests
-    run between them.
+    Frames are drawn in background engine requests of at most ``FRAMES_PER_REQUEST``, each only when
+    the previous ones have been used: memory holds one request's frames, and interactive requests
+    go first.
 
     Raises:
         ValueError: Bad keyframes (see ``keyframe_inputs``), before any frame is drawn; the
@@ -152,7 +152,7 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
 def _drawn(engine: Engine, model: str, z: torch.Tensor, c: torch.Tensor | None) -> Iterator[np.ndarray]:
     for i in range(0, len(z), FRAMES_PER_REQUEST):
         part = slice(i, i + FRAMES_PER_REQUEST)
-        yield from engine.generate(Request(model, z=z[part], c=None if c is None else c[part]))
+        yield from engine.generate(Request(model, z=z[part], c=None if c is None else c[part], background=True))
 
 
 def pixel_limit_text() -> str:

@@ -31,6 +31,9 @@ LATENCY_WINDOW = 512  # requests behind the p50/p95 figures of stats()
 # A failed built-in download is repeated at once for this long: pip against an unreachable index
 # takes a minute or more to give up, and every visitor's request would wait for it again.
 DOWNLOAD_RETRY_S = 300.0
+# A background request waits at most this long for interactive ones to go first: under a steady
+# crowd a long export still moves on.
+BACKGROUND_MAX_WAIT_S = 1.0
 
 Loader = Callable[[str, torch.device], LoadedModel]
 
@@ -66,6 +69,8 @@ class Request:
         z: Explicit latents ``[N, z_dim]`` (animation frames); when set, they replace seeds,
             truncation and edits.
         c: Explicit class vectors ``[N, K]`` to go with ``z`` (conditional models).
+        background: Part of a long job (an animation's frames): it runs in a pass of its own once no
+            interactive request for its model waits, or with them after ``BACKGROUND_MAX_WAIT_S``.
     """
 
     model: str
@@ -76,6 +81,7 @@ class Request:
     directions: str = "sefa"
     z: torch.Tensor | None = None
     c: torch.Tensor | None = None
+    background: bool = False
 
     def __post_init__(self) -> None:
         """Refuse, in words, numbers no image can be drawn from (a model turns NaN into black images).
@@ -517,36 +523,64 @@ class Engine:
             _resolve(pending, error=error)
 
     def _gather(self, name: str, expired: list[_Pending]) -> list[_Pending]:
-        """With the lock held: model ``name``'s live requests, up to ``max_batch`` images."""
+        """With the lock held: model ``name``'s live requests for one pass (see ``_take``)."""
         queue = self._queues[name]
         self._queues.move_to_end(name)  # the next batch goes to the next model: fair interleaving
         batch: list[_Pending] = []
-        images = 0
         wait_until = queue[0].submitted + self.max_wait_s
         # The callers of the last batch are likely coming back: wait (briefly) for as many requests
         # as it had, and no longer. So a lone user's request runs at once, while a crowd's first
         # returning caller waits for the others.
         expected = max(1, self._last_batch_requests)
         while True:
-            while queue and (not batch or images + queue[0].request.count <= self.max_batch):
-                pending = queue.popleft()
-                self._depth -= 1
-                if not pending.future.set_running_or_notify_cancel():
-                    continue  # cancelled by its caller: drop
-                if time.monotonic() > pending.deadline:
-                    expired.append(pending)
-                    continue
-                batch.append(pending)
-                images += pending.request.count
+            background = self._take(queue, batch, expired)
+            images = sum(pending.request.count for pending in batch)
             remaining = wait_until - time.monotonic()
-            if len(batch) >= expected or queue or images >= self.max_batch or remaining <= 0 or self._closed:
+            if (background or len(batch) >= expected or queue or images >= self.max_batch or remaining <= 0
+                    or self._closed):
                 break
             self._cond.wait(remaining)
         if not queue and self._queues.get(name) is queue:  # close() may have emptied the queues
             del self._queues[name]
-        if batch:
+        if batch and not background:
             self._last_batch_requests = len(batch)
         return batch
+
+    def _take(self, queue: deque[_Pending], batch: list[_Pending], expired: list[_Pending]) -> bool:
+        """With the lock held: move requests from ``queue`` into ``batch``; True if it is a background pass.
+
+        Interactive requests go first, in order, up to ``max_batch`` images. Background requests wait
+        while any interactive one does (up to ``BACKGROUND_MAX_WAIT_S``, then they count as
+        interactive) and otherwise run one per pass: so an interactive request never waits for more
+        than one background request's pass. Cancelled requests are dropped, expired ones go to ``expired``.
+        """
+        now = time.monotonic()
+
+        def urgent(pending: _Pending) -> bool:
+            return not pending.request.background or now - pending.submitted > BACKGROUND_MAX_WAIT_S
+
+        background = not batch and not any(urgent(pending) for pending in queue)
+        images = sum(pending.request.count for pending in batch)
+        kept: deque[_Pending] = deque()
+        while queue:
+            pending = queue.popleft()
+            if background and batch:
+                kept.append(pending)
+                continue
+            too_many = bool(batch) and images + pending.request.count > self.max_batch
+            if not background and (too_many or not urgent(pending)):
+                kept.append(pending)
+                continue
+            self._depth -= 1
+            if not pending.future.set_running_or_notify_cancel():
+                continue  # cancelled by its caller: drop
+            if now > pending.deadline:
+                expired.append(pending)
+                continue
+            batch.append(pending)
+            images += pending.request.count
+        queue.extend(kept)
+        return background
 
     def _run(self, model: LoadedModel, batch: list[_Pending]) -> None:
         """Run ``batch`` as one forward pass of ``model`` and hand out the images."""

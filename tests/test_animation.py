@@ -249,7 +249,7 @@ def test_an_interactive_request_is_served_while_a_long_export_runs(tiny: str, tm
     with RecordingEngine(slip_in=request_for(recipes[0])) as eng:
         animation.export(tmp_path / "a.mp4", animation.draw_frames(eng, recipes, options), 24, 64)
         assert eng.frames_served == 360
-        assert eng.frames_before_slip_in is not None and eng.frames_before_slip_in <= 2 * animation.FRAMES_PER_REQUEST
+        assert eng.frames_before_slip_in is not None and eng.frames_before_slip_in <= animation.FRAMES_PER_REQUEST
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux only")

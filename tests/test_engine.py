@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from studio import bench, zoo
+from studio import engine as engine_module
 from studio.checkpoint import ModelConfig, build_generator
 from studio.engine import (
     BUSY_MESSAGE, Engine, EngineBusy, EngineClosed, EngineTimeout, GenerationError, ModelCache, Request,
@@ -185,6 +186,30 @@ def test_two_models_interleave(models: TinyZoo) -> None:
             f.result(WAIT)
     order = [name for name, _ in models.forwards]
     assert order.count("a") == 11 and order.index("b") <= 2  # not after A's backlog of ten
+
+
+def test_interactive_requests_go_before_background_ones_which_run_one_per_pass(engine: Engine,
+                                                                              models: TinyZoo) -> None:
+    hold_worker(engine, models)
+    frames = [engine.submit(Request("a", z=torch.randn(4, 8), c=torch.eye(3)[[0, 1, 2, 0]], background=True))
+              for _ in range(2)]
+    clicks = [engine.submit(Request("a", (s,))) for s in (1, 2)]
+    models.release.set()
+    for f in [*frames, *clicks]:
+        f.result(WAIT)
+    assert models.forwards == [("a", 1), ("a", 2), ("a", 4), ("a", 4)]
+
+
+def test_a_background_request_waits_for_interactive_ones_only_so_long(engine: Engine, models: TinyZoo,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BACKGROUND_MAX_WAIT_S", 0.0)  # every background request is overdue
+    hold_worker(engine, models)
+    frames = engine.submit(Request("a", z=torch.randn(4, 8), c=torch.eye(3)[[0, 1, 2, 0]], background=True))
+    click = engine.submit(Request("a", (1,)))
+    models.release.set()
+    frames.result(WAIT)
+    click.result(WAIT)
+    assert models.forwards == [("a", 1), ("a", 5)]  # in order, in one pass
 
 
 def test_full_queue_says_busy(models: TinyZoo) -> None:
