@@ -107,7 +107,8 @@ def test_the_summary_states_the_pixel_limit(tiny: str) -> None:
     recipes = [Recipe(tiny, "", seed) for seed in (1, 2, 3)]
     text = summary_markdown(recipes, 120, True, 12, 4)  # 360 frames at 128x128
     assert "360 frames (3 segments × 120) · 30.0 s at 12 fps · 128×128 px" in text
-    assert "5.6 megapixels of frames; one animation may have up to 512 megapixels of frames (2,048 frames at 512×512)" in text
+    assert ("5.6 megapixels of frames; one animation may have up to 512 megapixels of frames "
+            "(2,048 frames at 512×512)") in text
     assert "The preview shows one frame in 8." in text
 
 

@@ -90,7 +90,8 @@ def test_the_upload_limit_is_200_mb_unless_set(monkeypatch: pytest.MonkeyPatch) 
     assert limits.max_upload_bytes() == 2**19
     for bad in ("0", "-3", "lots", "nan", "inf"):
         monkeypatch.setenv(limits.UPLOAD_ENV, bad)
-        with pytest.raises(ValueError, match=f"STUDIO_MAX_UPLOAD_MB must be a positive number of megabytes, not '{bad}'"):
+        with pytest.raises(ValueError, match=f"STUDIO_MAX_UPLOAD_MB must be a positive number of megabytes, "
+                                             f"not '{bad}'"):
             limits.max_upload_bytes()
 
 

@@ -79,7 +79,7 @@ def summary_markdown(recipes: list[Recipe], frames_per_segment: float, loop: boo
 
 
 class AnimationFiles:
-    """The tab's animation files, named by their settings; the newest ``keep`` stay, the folder goes with this object."""
+    """The tab's animation files, named by their settings: the newest ``keep`` stay; the folder goes with it."""
 
     def __init__(self, keep: int = 20) -> None:
         self.folder = scratch_dir(self, "animations")
