@@ -29,10 +29,12 @@ MIN_KEYFRAMES = 2
 MAX_KEYFRAMES = 16
 MAX_FRAMES_PER_SEGMENT = 120
 MAX_FPS = 60
-# One engine request draws this many frames at most: an interactive request that arrives during an
-# export waits for one such batch, not for the whole animation. On a 2-core CPU 4 frames take about
-# twice one image's time (16 took five times as long); on a GPU the extra requests cost next to nothing.
-FRAMES_PER_REQUEST = 4
+# One engine request draws this many frames at most, and only FRAMES_WHILE_DRAWING while someone drew
+# in the last DRAWING_QUIET_S: an interactive request that arrives during an export then waits for one
+# frame's pass, not for the whole animation (on a 2-core CPU a 4-frame pass took 3x one image's time).
+FRAMES_PER_REQUEST = 16
+FRAMES_WHILE_DRAWING = 1
+DRAWING_QUIET_S = 2.0
 # Exports encode at this much lower CPU priority, so interactive drawing on the same cores goes first.
 EXPORT_NICENESS = 10
 # Frames x output pixels of one animation: the time and disk it costs. The longest path (16 looping
@@ -137,9 +139,9 @@ def frame_inputs(z: torch.Tensor, c: torch.Tensor | None,
 def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1) -> Iterator[np.ndarray]:
     """Every ``step``-th ``[H, W, 3]`` uint8 frame of the path through ``recipes`` (from the first), in order.
 
-    Frames are drawn in background engine requests of at most ``FRAMES_PER_REQUEST``, each only when
-    the previous ones have been used: memory holds one request's frames, and interactive requests
-    go first.
+    Frames are drawn in background engine requests of at most ``FRAMES_PER_REQUEST`` (or
+    ``FRAMES_WHILE_DRAWING`` while someone draws), each only when the previous ones have been used:
+    memory holds one request's frames, and interactive requests go first.
 
     Raises:
         ValueError: Bad keyframes (see ``keyframe_inputs``), before any frame is drawn; the
@@ -150,9 +152,12 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
 
 
 def _drawn(engine: Engine, model: str, z: torch.Tensor, c: torch.Tensor | None) -> Iterator[np.ndarray]:
-    for i in range(0, len(z), FRAMES_PER_REQUEST):
-        part = slice(i, i + FRAMES_PER_REQUEST)
+    start = 0
+    while start < len(z):
+        drawing = engine.quiet_for() < DRAWING_QUIET_S
+        part = slice(start, start + (FRAMES_WHILE_DRAWING if drawing else FRAMES_PER_REQUEST))
         yield from engine.generate(Request(model, z=z[part], c=None if c is None else c[part], background=True))
+        start = part.stop
 
 
 def pixel_limit_text() -> str:

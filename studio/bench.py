@@ -532,7 +532,7 @@ def cmd_bench_export(args: argparse.Namespace) -> None:
             rows.append((exports, busy, rate))
     print(f"{args.model}: {args.requests} single-image requests through the engine in each phase; each export "
           f"{len(options.times(len(keyframes)))} frames, MP4 at {size}x{size}, in requests of "
-          f"{animation.FRAMES_PER_REQUEST} frames")
+          f"{animation.FRAMES_PER_REQUEST} frames ({animation.FRAMES_WHILE_DRAWING} while someone draws)")
     print(f"  idle:        p50 {idle[0]:.1f} ms  p95 {idle[1]:.1f} ms")
     for exports, (p50, p95), rate in rows:
         print(f"  {exports} export{'s' if exports > 1 else ' '}:   p50 {p50:.1f} ms  p95 {p95:.1f} ms  "

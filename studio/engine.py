@@ -377,6 +377,7 @@ class Engine:
         self._batches = 0
         self._images = 0
         self._requests = 0
+        self._last_interactive = -float("inf")  # when the last interactive request came (monotonic s)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._worker = threading.Thread(target=self._serve, name=f"studio-engine-{self.device}", daemon=True)
         self._worker.start()
@@ -399,6 +400,8 @@ class Engine:
                 raise EngineBusy(BUSY_MESSAGE)
             self._queues.setdefault(request.model, deque()).append(pending)
             self._depth += 1
+            if not request.background:
+                self._last_interactive = now
             self._cond.notify()
         return pending.future
 
@@ -428,6 +431,11 @@ class Engine:
         A request still queued ``timeout_s`` after submission fails with ``EngineTimeout``.
         """
         return await asyncio.wrap_future(self.submit(request))
+
+    def quiet_for(self) -> float:
+        """Seconds since the last interactive (not background) request was submitted; inf if none ever was."""
+        with self._cond:
+            return time.monotonic() - self._last_interactive
 
     def stats(self) -> dict[str, float | int | str]:
         """Counters since start and latency percentiles (ms) over the last ``LATENCY_WINDOW`` requests."""

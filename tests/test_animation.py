@@ -235,12 +235,22 @@ def test_an_export_is_drawn_in_bounded_requests_with_the_same_pixels(tiny: str, 
     options = PathOptions(40, "slerp", "linear", loop=True)  # 120 frames
     with RecordingEngine() as eng:
         animation.export(tmp_path / "a.gif", animation.draw_frames(eng, recipes, options), 12)
-        assert eng.sizes == [4] * 30 and animation.FRAMES_PER_REQUEST == 4
+        assert eng.sizes == [16] * 7 + [8] and animation.FRAMES_PER_REQUEST == 16  # nobody else draws
         z, c = animation.frame_inputs(*animation.keyframe_inputs(eng, recipes), options)
         whole = eng.generate(Request(tiny, z=z, c=c))  # the whole path in one request
         assert np.array_equal(render(eng, recipes, options), whole)
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 120
+
+
+def test_export_requests_shrink_to_one_frame_while_someone_draws(tiny: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(animation, "DRAWING_QUIET_S", 3600.0)  # the drawing below counts for the whole test
+    recipes = recipes_for(tiny, [3, 7, 11])
+    with RecordingEngine() as eng:
+        eng.generate(request_for(recipes[0]))  # someone draws
+        animation.export(tmp_path / "a.gif", animation.draw_frames(eng, recipes, PathOptions(10, loop=True)), 12)
+        assert eng.sizes == [animation.FRAMES_WHILE_DRAWING] * 30 and animation.FRAMES_WHILE_DRAWING == 1
 
 
 def test_an_interactive_request_is_served_while_a_long_export_runs(tiny: str, tmp_path: Path) -> None:

@@ -212,6 +212,14 @@ def test_a_background_request_waits_for_interactive_ones_only_so_long(engine: En
     assert models.forwards == [("a", 1), ("a", 5)]  # in order, in one pass
 
 
+def test_quiet_for_counts_interactive_requests_only(engine: Engine) -> None:
+    assert engine.quiet_for() == float("inf")
+    engine.generate(Request("a", z=torch.randn(2, 8), c=torch.eye(3)[[0, 1]], background=True))
+    assert engine.quiet_for() == float("inf")
+    engine.generate(Request("a", (1,)))
+    assert 0 <= engine.quiet_for() < WAIT
+
+
 def test_full_queue_says_busy(models: TinyZoo) -> None:
     with Engine("cpu", max_queue=2, loader=models.load) as eng:
         hold_worker(eng, models)
