@@ -164,7 +164,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         images = data.load_dataset(args.data)
         config = train.TrainConfig(
             data=args.data, out=args.out, base=args.base, loss=args.loss, lr=args.lr, augment=args.augment,
-            freeze_d=args.freeze_d, class_name=args.class_name, seed=args.seed,
+            freeze_d=args.freeze_d, class_name=args.class_name, seed=args.seed, overwrite=args.overwrite,
             checkpoint_every=args.checkpoint_every, resolution=images.shape[-1], **{**preset, **settings})
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
