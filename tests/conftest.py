@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from studio import zoo
+from studio.loadtest import launched_studio
 from studio.engine import Engine, Request
 from studio.checkpoint import ModelConfig, build_generator, save_model
 
@@ -123,37 +120,41 @@ def eyes_engine(converted_home: Path) -> Iterator[Engine]:
         yield eng
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def studio_url(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real studio, started as a user starts it (``python app.py``), on a free loopback port."""
-    port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(converted_home), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port)}
     log = tmp_path_factory.mktemp("app") / "app.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the studio did not start:\n{log.read_text()}")
-            time.sleep(0.25)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with launched_studio(converted_home, log) as (url, _):
+        yield url
+
+
+def noise_artworks(folder: Path, n: int = 6) -> list[str]:
+    """``n`` small random-noise PNGs in ``folder`` (distinct, so none is a near duplicate of another)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        path = folder / f"art{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
+        files.append(str(path))
+    return files
+
+
+def start_long_fine_tune(page, files: list[str], data_name: str, out_name: str) -> None:
+    """In a Playwright page on the Fine-tune tab: prepare ``files`` as a data set for the tiny model and
+    start a long Custom run (batch 4) making ``out_name``; returns once the job runs."""
+    page.set_input_files("#ft-upload input[type=file]", files)
+    page.locator("#ft-data-name textarea, #ft-data-name input").first.fill(data_name)
+    page.locator("#ft-base input").fill("tiny")
+    page.locator("#ft-base input").press("Enter")
+    page.click("#ft-ingest")
+    page.wait_for_function(f"() => document.querySelector('#ft-report').innerText.includes('{len(files)} kept')",
+                           timeout=60_000)
+    page.locator("#ft-out textarea, #ft-out input").first.fill(out_name)
+    page.get_by_label("Custom").check()
+    page.fill("#ft-steps input", "20000")
+    page.press("#ft-steps input", "Enter")
+    page.fill("#ft-batch input", "4")
+    page.press("#ft-batch input", "Enter")
+    page.click("#ft-start")
+    page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('running')",
+                           timeout=60_000)

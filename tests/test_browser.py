@@ -14,6 +14,7 @@ from playwright.sync_api import Page, sync_playwright
 from studio.engine import Engine, Request
 from studio.recipe import Recipe, read_recipe
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
+from tests.conftest import noise_artworks, start_long_fine_tune
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -153,28 +154,8 @@ def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> N
 
 
 def test_a_fine_tune_from_upload_to_live_previews_to_cancel(page: Page, tmp_path) -> None:
-    files = []
-    for i in range(6):
-        path = tmp_path / f"art{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
-        files.append(str(path))
     page.get_by_role("tab", name="Fine-tune").click()
-    page.set_input_files("#ft-upload input[type=file]", files)
-    page.locator("#ft-data-name textarea, #ft-data-name input").first.fill("noise-prints")
-    page.locator("#ft-base input").fill("tiny")
-    page.locator("#ft-base input").press("Enter")
-    page.click("#ft-ingest")
-    page.wait_for_function("() => document.querySelector('#ft-report').innerText.includes('6 kept')",
-                           timeout=60_000)
-    page.locator("#ft-out textarea, #ft-out input").first.fill("noise-eyes")
-    page.get_by_label("Custom").check()
-    page.fill("#ft-steps input", "20000")
-    page.press("#ft-steps input", "Enter")
-    page.fill("#ft-batch input", "4")
-    page.press("#ft-batch input", "Enter")
-    page.click("#ft-start")
-    page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('running')",
-                           timeout=60_000)
+    start_long_fine_tune(page, noise_artworks(tmp_path), "noise-prints", "noise-eyes")
     page.wait_for_selector("#ft-now img", timeout=60_000)
     first_preview = page.get_attribute("#ft-now img", "src")
     page.wait_for_function(f"() => document.querySelector('#ft-now img')?.getAttribute('src') !== {first_preview!r}",

@@ -24,7 +24,8 @@ from studio import engine, hub, zoo
 from studio.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_model, save_model
 from studio.engine import Engine, Request
 from studio.zoo import LoadedModel
-from tests.conftest import free_port, make_tiny_model
+from studio.loadtest import free_port
+from tests.conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -18,7 +18,8 @@ from studio import animation
 from studio.engine import Engine
 from studio.recipe import Recipe, request_for
 from studio.ui.interpolate import HEAVY_EVENTS, HEAVY_LIMIT, PREVIEW_FRAMES, build_interpolate_tab, summary_markdown
-from tests.conftest import free_port, make_tiny_model
+from studio.loadtest import free_port
+from tests.conftest import make_tiny_model
 from tests.test_animation import RecordingEngine
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, MAIN_IMG, current_src, shown_pixels, wait_for_new_image
 

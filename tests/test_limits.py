@@ -22,7 +22,8 @@ from studio.ui import launch
 from studio.ui.explore import ImageFiles
 from studio.ui.interpolate import AnimationFiles
 from studio.ui.scratch import scratch_root
-from tests.conftest import free_port, make_tiny_model
+from studio.loadtest import free_port
+from tests.conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

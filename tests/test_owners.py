@@ -11,25 +11,21 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from gradio_client import Client
-from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from studio import data
 from studio.ui.finetune import NO_JOB
 from studio.ui.owners import NO_OWNER, dataset_name, new_owner
-from tests.conftest import free_port
+from studio.loadtest import launched_studio
+from tests.conftest import noise_artworks, start_long_fine_tune
 
 pytestmark = [pytest.mark.slow]
 
@@ -43,32 +39,11 @@ def shared(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """A studio on a public bind, with a server-side HF_TOKEN; yields its loopback URL and its home."""
     home = Path.home() / ".cache" / f"gan-studio-test-{secrets.token_hex(4)}"
     shutil.copytree(converted_home, home)
-    port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(home), "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
-           "HF_TOKEN": "hf_servers_own_secret_token"}
     log = tmp_path_factory.mktemp("shared") / "app.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the studio did not start:\n{log.read_text()}")
-            time.sleep(0.25)
     try:
-        yield url, home
+        with launched_studio(home, log, host="0.0.0.0", env={"HF_TOKEN": "hf_servers_own_secret_token"}) as (url, _):
+            yield url, home
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -98,16 +73,6 @@ def queue_call(url: str, elem_id: str, trigger: str, data: list[Any]) -> dict[st
     raise AssertionError("the queue closed without an outcome")
 
 
-def artworks(folder: Path, n: int = 6) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in range(n):
-        path = folder / f"art{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
-        files.append(str(path))
-    return files
-
-
 def open_finetune(browser: Browser, url: str) -> Page:
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url)
@@ -128,24 +93,9 @@ def test_two_visitors_each_see_their_own_work_and_the_home_outside_tmp_serves_pi
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         alice, bob = open_finetune(browser, url), open_finetune(browser, url)
-        alice.set_input_files("#ft-upload input[type=file]", artworks(tmp_path / "alice"))
-        alice.locator("#ft-data-name textarea, #ft-data-name input").first.fill("prints")
-        alice.locator("#ft-base input").fill("tiny")
-        alice.locator("#ft-base input").press("Enter")
-        alice.click("#ft-ingest")
-        alice.wait_for_function("() => document.querySelector('#ft-report').innerText.includes('6 kept')",
-                                timeout=60_000)
-        # The contact sheet, kept under a home Gradio does not serve, is shown all the same.
+        start_long_fine_tune(alice, noise_artworks(tmp_path / "alice"), "prints", "alices-eyes")
+        # The contact sheet and the live previews, kept under a home Gradio does not serve, are shown all the same.
         alice.wait_for_function("() => document.querySelector('#ft-contact img')?.naturalWidth > 0", timeout=30_000)
-        alice.locator("#ft-out textarea, #ft-out input").first.fill("alices-eyes")
-        alice.get_by_label("Custom").check()
-        alice.fill("#ft-steps input", "20000")
-        alice.press("#ft-steps input", "Enter")
-        alice.fill("#ft-batch input", "4")
-        alice.press("#ft-batch input", "Enter")
-        alice.click("#ft-start")
-        alice.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('running')",
-                                timeout=60_000)
         alice.wait_for_function("() => document.querySelector('#ft-now img')?.naturalWidth > 0", timeout=60_000)
         (job,) = job_ids(home)
 
@@ -179,7 +129,7 @@ def test_raw_queue_calls_cannot_reach_another_owners_job(shared: tuple[str, Path
     url, home = shared
     monkeypatch.setenv("STUDIO_HOME", str(home))
     owner, stranger = new_owner(None), new_owner(None)
-    data.ingest(artworks(tmp_path / "theirs"), dataset_name(owner, "victim-set"), 32)
+    data.ingest(noise_artworks(tmp_path / "theirs"), dataset_name(owner, "victim-set"), 32)
     target = "20260101-000000-abcdef12"
     doc = {"id": target, "owner": owner, "data": dataset_name(owner, "victim-set"), "status": "cancelled",
            "created": time.time(), "resume": False, "error": None, "pid": None, "model_dir": None,
