@@ -84,7 +84,10 @@ def _kill_worker(pid: int, folder: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs (not a zombie) and is this user's; never on Windows, where probing kills."""
+    if os.name == "nt":  # os.kill would end the process there: never probe, count it alive
+        return bool(pid)
     if not pid:
         return False
     try:
@@ -114,7 +117,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
         self._closed = threading.Event()
-        self._recover()
+        self._recover(self.list())
         self._thread = threading.Thread(target=self._schedule_loop, name="studio-jobs", daemon=True)
         self._thread.start()
 
@@ -156,7 +159,7 @@ class JobManager:
                 self._set(job_id, status=CANCELLED)
             elif doc.get("status") == RUNNING:
                 atomic_write_bytes(folder / "cancel", b"")
-                if job_id not in self._procs and not _alive(doc.get("pid")):
+                if job_id not in self._procs and not process_alive(doc.get("pid")):
                     self._set(job_id, status=CANCELLED)
 
     def resume(self, job_id: str, owner: str | None = None) -> None:
@@ -210,13 +213,17 @@ class JobManager:
     def _set(self, job_id: str, **changes: Any) -> None:
         _update(jobs_dir() / job_id / "job.json", **changes)
 
-    def _recover(self) -> None:
-        """Mark interrupted every running job whose worker is gone or has not beaten for ``stale_s``.
+    def _recover(self, jobs: list[dict[str, Any]]) -> bool:
+        """Mark interrupted every running job of ``jobs`` whose worker is gone or silent for ``stale_s``.
 
         Runs at start (after a restart) and on every scheduling pass, so a worker that dies under a
         previous server's watch (which this manager cannot ``poll``) or hangs does not hold the queue.
+
+        Returns:
+            Whether any job changed.
         """
-        for job in self.list():
+        changed = False
+        for job in jobs:
             if job["status"] != RUNNING:
                 continue
             folder = jobs_dir() / job["id"]
@@ -229,7 +236,7 @@ class JobManager:
             if own is not None:
                 alive = own.poll() is None
             else:  # no pid yet: another manager is starting the worker this moment
-                alive = _alive(pid) if pid else fresh
+                alive = process_alive(pid) if pid else fresh
             if alive and fresh:
                 continue
             if alive and own is not None:  # hung: stopped, so it cannot write after it was given up
@@ -238,6 +245,8 @@ class JobManager:
                 _kill_worker(pid, folder)
             status = CANCELLED if (folder / "cancel").exists() else INTERRUPTED
             self._set(job["id"], status=status, error=None if status == CANCELLED else INTERRUPTED_MESSAGE)
+            changed = True
+        return changed
 
     def _schedule_loop(self) -> None:
         while not self._closed.wait(self.poll_s):
@@ -252,8 +261,9 @@ class JobManager:
                     if doc.get("status") == RUNNING:  # the worker died without saying how
                         self._set(job_id, status=FAILED, error=f"The worker process exited with code "
                                   f"{proc.returncode} before finishing; its checkpoints are kept.")
-            self._recover()
             jobs = self.list()
+            if self._recover(jobs):
+                jobs = self.list()
             running = sum(j["status"] == RUNNING for j in jobs)
             for job in jobs:
                 if running >= self.max_running:

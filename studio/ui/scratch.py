@@ -14,6 +14,8 @@ import tempfile
 import weakref
 from pathlib import Path
 
+from studio.jobs import process_alive
+
 
 def scratch_root() -> Path:
     """This user's scratch root, made private on first use.
@@ -49,7 +51,7 @@ def remove_orphans(root: Path) -> None:
     """Remove the folders under ``root`` whose process is gone (a studio killed before it could clean up)."""
     for folder in root.iterdir():
         pid = folder.name.partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -66,14 +68,3 @@ def _mtime(path: Path) -> float:
     except FileNotFoundError:  # removed meanwhile by another session's clean-up
         return 0.0
 
-
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would end the process there; never guess, never remove
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process, alive
-        return True
-    return True
