@@ -11,6 +11,7 @@ it copies into its own cache: Gradio serves no file from the home, wherever that
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,14 @@ def _pixels(path: str | Path | None) -> np.ndarray | None:
         return None
 
 
+def _stamp(path: str | None) -> tuple[str, int] | None:
+    """``path`` and its modification time in ns (None if there is no such file yet): which version of it this is."""
+    try:
+        return (path, os.stat(path).st_mtime_ns) if path else None
+    except OSError:
+        return None
+
+
 def _checkpoints(job: dict[str, Any]) -> Path:
     """The folder of a job's checkpoints (a job from before run folders kept them under its model's name)."""
     return train.run_dir(job["config"].get("run") or job["config"]["out"]) / "checkpoints"
@@ -161,6 +170,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
                 pairs = gr.Gallery(columns=8, height="auto", format="png", elem_id="ft-pairs",
                                    label="Sample · nearest artwork (distance)")
     job_id = gr.State(None)
+    previews_sent = gr.State(None)  # (path, mtime) of the live grid last sent to this browser
     timer = gr.Timer(REFRESH_S)
 
     def run(request: Request) -> np.ndarray:
@@ -264,20 +274,23 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
 
     job_picker.input(pick, [job_picker, owner], [job_id, before], api_visibility="private")
 
-    def refresh(current: str | None, owner_id: str | None):
+    def refresh(current: str | None, owner_id: str | None, sent: tuple[str, int] | None):
         if not current:
-            return [progress_html(None), *[gr.skip()] * 5]
+            return [progress_html(None), *[gr.skip()] * 6]
         try:
             job, who = owned(current, owner_id)
         except gr.Error:
-            return [progress_html(None), None, *[gr.skip()] * 4]
+            return [progress_html(None), None, *[gr.skip()] * 4, None]
         losses, swd = curves(job)
         found = sorted(_checkpoints(job).glob("step-*.safetensors"))
-        return [progress_html(job), _pixels(job["previews"]), losses, swd,
+        # The grid changes every few steps, the timer ticks every second: an unchanged grid is not sent again.
+        stamp = _stamp(job["previews"])
+        return [progress_html(job), gr.skip() if stamp == sent else _pixels(job["previews"]), losses, swd,
                 gr.update(choices=[p.name for p in reversed(found)]),
-                gr.update(choices=_job_choices(manager, who), value=current)]
+                gr.update(choices=_job_choices(manager, who), value=current), stamp]
 
-    timer.tick(refresh, [job_id, owner], [bar, now, loss_plot, swd_plot, checkpoint, job_picker],
+    timer.tick(refresh, [job_id, owner, previews_sent], [bar, now, loss_plot, swd_plot, checkpoint, job_picker,
+                                                         previews_sent],
                api_visibility="private", show_progress="hidden")
 
     def save_checkpoint(current: str | None, chosen: str | None, name: str, owner_id: str | None) -> None:
