@@ -9,7 +9,6 @@ an H.264 MP4 (so a long animation is never all in memory).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sys
 import threading
@@ -214,16 +213,14 @@ def export(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | Non
     Raises:
         ValueError: From ``check_export`` (before anything is written), or no frames.
     """
-    _in_background(lambda: _write(Path(path), iter(frames), fps, size))
+    _in_background(lambda: _write(Path(path), frames, fps, size))
 
 
-def _write(path: Path, frames: Iterator[np.ndarray], fps: float, size: int | None) -> None:
-    first = next(frames, None)
-    if first is None:
-        raise ValueError("an animation needs at least one frame")
+def _write(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | None) -> None:
+    first, frames = media.peek_frames(frames)
     side = first.shape[0]
     check_export(path, 1, side, fps, size)
-    WRITERS[path.suffix.lower()](path, _within_limit(itertools.chain([first], frames), size or side), fps, size)
+    WRITERS[path.suffix.lower()](path, _within_limit(frames, size or side), fps, size)
 
 
 def _within_limit(frames: Iterator[np.ndarray], out_side: int) -> Iterator[np.ndarray]:

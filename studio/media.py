@@ -62,7 +62,7 @@ def save_png(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(Path(path), png_bytes(image))
 
 
-def _stream(frames: Iterable[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+def peek_frames(frames: Iterable[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
     """The first of ``frames`` and then all of them one at a time; raises ValueError when there are none."""
     frames = iter(frames)
     first = next(frames, None)
@@ -83,7 +83,7 @@ def write_gif(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | 
     own adaptive 256-colour palette; ``size`` enlarges with nearest-neighbour, so pixels stay crisp.
     """
     duration_ms = round(1000 / fps)
-    first, stream = _stream(frames)
+    first, stream = peek_frames(frames)
     factor = _factor(first.shape[0], size)
 
     def write(tmp: Path) -> None:
@@ -117,7 +117,7 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, size: int | 
     """
     import imageio_ffmpeg  # imported here: only exports need it
 
-    first, stream = _stream(frames)
+    first, stream = peek_frames(frames)
     h, w = first.shape[:2]
     factor = _factor(h, size)
     filters = [f"scale={w * factor}:{h * factor}:flags=neighbor"] if factor > 1 else []
