@@ -60,7 +60,9 @@ def progress_html(job: dict[str, Any] | None) -> str:
         extra = f" · position {job['queue_position']} in the queue"
     elif status == jobs.RUNNING and p.get("eta_s") is not None:
         eta = int(p["eta_s"])
-        extra = f" · {p.get('s_per_step', 0):.2f} s/step · ETA {eta // 60}:{eta % 60:02d}"
+        hours, rest = divmod(eta, 3600)
+        clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+        extra = f" · {p.get('s_per_step', 0):.2f} s/step · ETA {clock}"
     error = f"<div class='job-error'>{job['error']}</div>" if job.get("error") else ""
     return (f"<div class='job-bar'><div class='job-fill' style='width:{pct:.1f}%'></div></div>"
             f"<div class='job-line'><b>{status}</b> · step {step} / {total}{extra}</div>{error}")
