@@ -139,12 +139,12 @@ def noise_artworks(folder: Path, n: int = 6) -> list[str]:
     return files
 
 
-def start_long_fine_tune(page, files: list[str], data_name: str, out_name: str) -> None:
-    """In a Playwright page on the Fine-tune tab: prepare ``files`` as a data set for the tiny model and
+def start_long_fine_tune(page, files: list[str], data_name: str, out_name: str, base: str = "tiny") -> None:
+    """In a Playwright page on the Fine-tune tab: prepare ``files`` as a data set for model ``base`` and
     start a long Custom run (batch 4) making ``out_name``; returns once the job runs."""
     page.set_input_files("#ft-upload input[type=file]", files)
     page.locator("#ft-data-name textarea, #ft-data-name input").first.fill(data_name)
-    page.locator("#ft-base input").fill("tiny")
+    page.locator("#ft-base input").fill(base)
     page.locator("#ft-base input").press("Enter")
     page.click("#ft-ingest")
     page.wait_for_function(f"() => document.querySelector('#ft-report').innerText.includes('{len(files)} kept')",
