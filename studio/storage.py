@@ -23,6 +23,52 @@ def models_dir() -> Path:
     return studio_home() / "models"
 
 
+def hub_dir() -> Path:
+    """The folder that holds the models pulled from the Hub, one ``OWNER/NAME`` sub-folder each."""
+    return studio_home() / "hub"
+
+
+def datasets_dir() -> Path:
+    """The folder that holds one sub-folder per data set."""
+    return studio_home() / "datasets"
+
+
+def jobs_dir() -> Path:
+    """The folder that holds one sub-folder per background fine-tune job."""
+    return studio_home() / "jobs"
+
+
+def runs_dir() -> Path:
+    """The folder that holds one sub-folder of checkpoints per training run."""
+    return studio_home() / "runs"
+
+
+def browser_secret_file() -> Path:
+    """The key that encrypts each browser's owner id (kept so a restarted server knows its visitors)."""
+    return studio_home() / "browser-secret"
+
+
+# The Hub's limit for an OWNER/NAME id, and every name's: file names the studio derives from a name
+# (its folder, a temporary folder beside it, image files) stay within the file system's.
+MAX_NAME_LENGTH = 96
+# The one rule for a name the studio gives a folder (model, data set, run); each part of an OWNER/NAME
+# Hub id must be one too. No separators, no leading dot: a name is never a path.
+NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}")
+
+
+def check_name(name: str, what: str = "model") -> str:
+    """Return ``name`` if it is a usable name for a ``what`` (model, data set...), else raise.
+
+    Raises:
+        ValueError: In the studio's one wording for a bad name.
+    """
+    if isinstance(name, str) and NAME.fullmatch(name):
+        return name
+    shown = repr(name) if len(str(name)) <= MAX_NAME_LENGTH else f"a name of {len(name)} characters"
+    raise ValueError(f"{shown} is not a usable {what} name: use letters, digits, '.', '_' and '-', at most "
+                     f"{MAX_NAME_LENGTH} characters, starting with a letter or digit")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
