@@ -39,7 +39,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from studio.media import grid, png_bytes
-from studio.storage import studio_home, swap_dir
+from studio.storage import NAME, check_name, datasets_dir, swap_dir
 
 Source = Path | str | tuple[str, bytes]
 Background = Literal["white", "black"]
@@ -55,7 +55,6 @@ BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 # Files that operating systems add to folders and zips (macOS resource forks, Finder and Explorer
 # caches): skipped silently, because listing hundreds of them as "not an image" would bury the report.
 OS_JUNK = re.compile(r"(^|/)(__MACOSX/|\._[^/]*$|\.DS_Store$|Thumbs\.db$|desktop\.ini$)", re.IGNORECASE)
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Pillow's reduce-then-resample shortcut: with a gap of 3 the result is indistinguishable from a full
 # Lanczos pass (Pillow's documentation) at a fraction of the cost on large photos.
@@ -244,21 +243,14 @@ class _Options:
 # -- names and folders ----------------------------------------------------------------------------------
 
 
-def datasets_root() -> Path:
-    """The folder that holds one sub-folder per data set."""
-    return studio_home() / "datasets"
-
-
 def dataset_dir(name: str) -> Path:
-    """The folder of data set ``name``; the name must be 1-64 letters, digits, ``-`` or ``_``."""
-    if not NAME.fullmatch(name):
-        raise ValueError(f"bad data set name {name!r}: use 1 to 64 letters, digits, - or _")
-    return datasets_root() / name
+    """The folder of data set ``name``, a name that ``storage.check_name`` accepts."""
+    return datasets_dir() / check_name(name, "data set")
 
 
 def list_datasets() -> list[str]:
     """Names of the complete data sets, sorted."""
-    root = datasets_root()
+    root = datasets_dir()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if NAME.fullmatch(p.name) and (p / "manifest.json").is_file())
@@ -272,7 +264,7 @@ def load_dataset(name: str) -> torch.Tensor:
     """
     folder = dataset_dir(name)
     if not (folder / "manifest.json").is_file():
-        raise FileNotFoundError(f"no data set named {name!r} in {datasets_root()}; make one with: "
+        raise FileNotFoundError(f"no data set named {name!r} in {datasets_dir()}; make one with: "
                                 f"python -m studio ingest FILES... --name {name}")
     manifest = json.loads((folder / "manifest.json").read_text())
     images = []
@@ -295,7 +287,7 @@ def ingest(sources: Iterable[Source], name: str, resolution: int, *, background:
     Args:
         sources: File paths (a folder stands for every file under it) or ``(name, bytes)`` pairs; each
             is an image or a zip archive, told apart by content.
-        name: The data set's name (letters, digits, ``-``, ``_``).
+        name: The data set's name (``storage.check_name``: letters, digits, ``.``, ``_``, ``-``).
         resolution: Side of the square output images, in pixels.
         background: Colour that transparency is composited on, and that ``pad`` fills with.
         fit: ``crop`` the centre square, or ``pad`` the whole image out to a square.

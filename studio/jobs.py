@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from studio.storage import atomic_write_bytes, studio_home
+from studio.storage import atomic_write_bytes, jobs_dir, studio_home
 
 QUEUED, RUNNING, FINISHED, CANCELLED, FAILED, INTERRUPTED = (
     "queued", "running", "finished", "cancelled", "failed", "interrupted")
@@ -50,11 +50,6 @@ HEARTBEAT_S = 2.0
 STALE_S = 45.0
 INTERRUPTED_MESSAGE = "The worker stopped while this job ran; resume it to continue from its last checkpoint."
 JOB_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6,8}")
-
-
-def jobs_dir() -> Path:
-    """``STUDIO_HOME/jobs``."""
-    return studio_home() / "jobs"
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:

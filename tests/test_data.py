@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from studio import bench, data, media
+from studio import bench, data, media, storage
 from studio.__main__ import main
 from studio.data import Reason
 
@@ -471,11 +471,20 @@ def test_nothing_is_written_without_a_usable_image(home: Path) -> None:
     assert not (home / "datasets" / "never").exists() and data.list_datasets() == []
 
 
-@pytest.mark.parametrize("name", ["", "../escape", "a b", "x/y", ".hidden", "a" * 65])
+@pytest.mark.parametrize("name", ["", "../escape", "a b", "x/y", ".hidden", "a" * 97])
 def test_bad_names_are_refused(home: Path, name: str) -> None:
-    with pytest.raises(ValueError, match="bad data set name"):
+    with pytest.raises(ValueError, match="is not a usable data set name: "):
         ingest([GOOD], name)
     assert not (home / "datasets").exists()
+
+
+def test_a_data_set_name_may_be_as_long_as_any_studio_name(home: Path) -> None:
+    longest = "a.b_c-" + "d" * (storage.MAX_NAME_LENGTH - 6)
+    assert ingest([GOOD], longest).dataset == home / "datasets" / longest
+    assert data.list_datasets() == [longest]
+    with pytest.raises(ValueError, match=f"^a name of {storage.MAX_NAME_LENGTH + 1} characters is not a usable "
+                                         "data set name: "):
+        ingest([GOOD], longest + "d")
 
 
 def test_missing_data_set_names_the_ingest_command(home: Path) -> None:
@@ -536,7 +545,7 @@ def test_cli_ingest_without_a_usable_image_exits_2_and_writes_nothing(home: Path
 
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.png", "--name", "x"], "no such file or folder: missing.png"),
-    (["a.png", "--name", "no/slash"], "bad data set name 'no/slash'"),
+    (["a.png", "--name", "no/slash"], "'no/slash' is not a usable data set name: "),
     (["a.png", "--name", "x", "--resolution", "3"], "resolution must be 8 to 2048 pixels"),
 ])
 def test_cli_ingest_bad_arguments_exit_2(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

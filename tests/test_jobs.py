@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio import data, jobs, train, zoo
+from studio import data, jobs, storage, train, zoo
 
 pytestmark = pytest.mark.slow
 
@@ -196,6 +196,6 @@ def test_a_job_is_seen_and_acted_on_by_its_owner_only(tiny: str, tmp_path: Path,
     with pytest.raises(KeyError, match="no such job"):
         manager.get("../../etc", owner="alice")
     assert manager.get(job_id, owner="alice")["status"] in jobs.ACTIVE  # bob's cancel did nothing
-    assert not (jobs.jobs_dir() / job_id / "cancel").exists()
+    assert not (storage.jobs_dir() / job_id / "cancel").exists()
     manager.cancel(job_id, owner="alice")
     assert wait_for(manager, job_id, settled)["status"] == jobs.CANCELLED
