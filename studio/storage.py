@@ -18,6 +18,23 @@ def studio_home() -> Path:
     return Path(os.environ.get("STUDIO_HOME") or Path.home() / ".cache" / "gan-studio").expanduser()
 
 
+@contextmanager
+def temporary_home(path: Path) -> Iterator[Path]:
+    """Make ``path`` the studio's home (``$STUDIO_HOME``, which child processes inherit) inside the block.
+
+    The variable is restored afterwards, to its old value or to unset, even when the block fails.
+    """
+    before = os.environ.get("STUDIO_HOME")
+    os.environ["STUDIO_HOME"] = str(path)
+    try:
+        yield Path(path)
+    finally:
+        if before is None:
+            os.environ.pop("STUDIO_HOME", None)
+        else:
+            os.environ["STUDIO_HOME"] = before
+
+
 def models_dir() -> Path:
     """The folder that holds one sub-folder per local model."""
     return studio_home() / "models"
