@@ -445,7 +445,7 @@ def dataset_entries(home: Path) -> list[str]:
 def test_an_existing_set_is_refused_before_any_input_is_read(home: Path, tmp_path: Path) -> None:
     first = ingest([(f"a{s}.png", encode(art(s), "PNG")) for s in range(20)], "mine")
     before = snapshot(first.dataset)
-    with pytest.raises(data.DatasetExists) as refused:
+    with pytest.raises(data.DatasetExists, match="^data set 'mine' already exists ") as refused:
         ingest([tmp_path / "not-there.png"], "mine")  # reading it would fail: it is never read
     assert str(refused.value) == ("data set 'mine' already exists (20 images); to replace it, ingest again with "
                                   "--overwrite (overwrite=True), or choose another name")
@@ -456,7 +456,8 @@ def test_an_existing_set_is_refused_before_any_input_is_read(home: Path, tmp_pat
 
 def test_a_set_is_replaced_only_when_asked_and_by_a_complete_new_one(home: Path) -> None:
     first = ingest([(f"a{s}.png", encode(art(s), "PNG")) for s in range(3)], "mine")
-    with pytest.raises(data.NoUsableImages) as failed:
+    with pytest.raises(data.NoUsableImages, match="^no usable image: 2 inputs rejected; nothing was written$") \
+            as failed:
         ingest([("bad.png", b"oops"), ("empty.png", b"")], "mine", overwrite=True)
     assert [r.category for r in failed.value.rejected] == [Reason.NOT_AN_IMAGE, Reason.EMPTY]
     assert len(data.load_dataset("mine")) == 3 and first.dataset.is_dir()

@@ -52,9 +52,13 @@ def test_conditional_networks_require_a_class_vector() -> None:
         Discriminator(config)(torch.randn(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("bad", [{"resolution": 48}, {"dropout": 1.0}, {"z_dim": 0}])
-def test_invalid_configs_are_refused(bad: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"resolution": 48}, r"resolution must be one of \(32, 64, 128, 256\), not 48"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\), not 1.0"),
+    ({"z_dim": 0}, r"invalid DCGAN config: DCGANConfig\(resolution=64, z_dim=0,"),
+])
+def test_invalid_configs_are_refused(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}"):
         DCGANConfig(**bad)
 
 

@@ -321,7 +321,7 @@ def test_built_in_weights_that_would_run_code_are_refused_in_the_studios_words(t
     marker = tmp_path / "the-pickle-ran"
     buf = io.BytesIO()
     torch.save({"netG_state_dict": RunsCode(marker)}, buf)  # as a tampered digiface download would be
-    with pytest.raises(zoo.ModelUnavailable) as refused:
+    with pytest.raises(zoo.ModelUnavailable, match="^the digiface-faces weights was refused: ") as refused:
         zoo._load_weights_only(io.BytesIO(buf.getvalue()), "the digiface-faces weights")
     message = str(refused.value)
     assert message.startswith("the digiface-faces weights was refused: it asks to import and call ")
