@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from studio import zoo
-from studio.latent import MAX_EDIT, check_seed
+from studio.latent import MAX_EDIT
 from studio.recipe import Recipe
+from studio.ui.errors import shown_to_user
+from studio.ui.explore_logic import recipe_from_controls
 
-MAX_SEED = 2**32 - 1
+if TYPE_CHECKING:
+    from studio.models.folder import ModelConfig
+
 MAX_CLASSES = 16  # blend sliders built; a model with more classes blends its first 16
 MAX_SLIDERS = 20
 SLIDER_RANGE = MAX_EDIT  # the sliders reach as far as a recipe may
 METHODS = [("Closed-form (SeFa)", "sefa"), ("PCA of features (GANSpace)", "pca")]
-
 
 @dataclass
 class Controls:
@@ -36,7 +40,8 @@ class Controls:
         return [self.model, self.seed, self.blend_on, self.class_name, *self.blend, self.truncation, self.method,
                 *self.sliders]
 
-    def recipe(self, values: tuple[Any, ...], weights_sha256: str = "") -> Recipe:
+    @shown_to_user
+    def recipe(self, values: tuple[Any, ...], config_of: Callable[[str], ModelConfig] = zoo.model_config) -> Recipe:
         """The recipe the controls' ``values`` (in ``inputs`` order) describe.
 
         Raises:
@@ -47,35 +52,19 @@ class Controls:
         blend = values[4 : 4 + MAX_CLASSES]
         truncation, method = values[4 + MAX_CLASSES : 6 + MAX_CLASSES]
         sliders = values[6 + MAX_CLASSES :]
-        if not isinstance(model, str):
-            raise gr.Error("Pick a model.")
-        try:
-            names = zoo.model_config(model).class_names
-        except zoo.ModelUnavailable as e:
-            raise gr.Error(str(e)) from None
-        if seed is None:
-            raise gr.Error("Enter a seed: a whole number from 0 to 4294967295.")
-        if not names:
-            classes = {}
-        elif blend_on:
-            classes = {n: w for n, w in zip(names, blend) if w}
-            if not classes:
-                raise gr.Error("Give at least one class a weight above zero to blend.")
-        else:
-            classes = {class_name: 1.0} if class_name else {}
-        edits = {i: v for i, v in enumerate(sliders) if v}
-        try:
-            return Recipe(model, weights_sha256, check_seed(seed), classes, truncation, method, edits)
-        except ValueError as e:  # the seed's and the recipe's own checks, in words
-            raise gr.Error(str(e)) from None
+        return recipe_from_controls(config_of, model, seed, blend_on, class_name, blend, truncation, method, sliders)
 
-    def values(self, recipe: Recipe) -> list[Any]:
+    def values(self, recipe: Recipe, config_of: Callable[[str], ModelConfig] = zoo.model_config) -> list[Any]:
         """Component updates (in ``inputs`` order) that show ``recipe``."""
-        names = list(zoo.model_config(recipe.model).class_names)
+        names = list(config_of(recipe.model).class_names)
         single = len(recipe.classes) == 1 and next(iter(recipe.classes.values())) > 0
         class_name = next(iter(recipe.classes)) if single else (names[0] if names else None)
-        blend = [gr.update(value=recipe.classes.get(n, 0.0), label=n, visible=True) for n in names[:MAX_CLASSES]]
-        blend += [gr.update(value=0.0, visible=False)] * (MAX_CLASSES - len(blend))
-        sliders = [recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)]
         return [recipe.model, recipe.seed, bool(recipe.classes) and not single,
-                gr.update(choices=names, value=class_name), *blend, recipe.truncation, recipe.directions, *sliders]
+                gr.update(choices=names, value=class_name), *class_updates(names, recipe.classes),
+                recipe.truncation, recipe.directions, *[recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)]]
+
+
+def class_updates(names: list[str], weights: dict[str, float]) -> list[Any]:
+    """Updates of the ``MAX_CLASSES`` blend sliders: one per class name with its weight, the rest hidden."""
+    shown = [gr.update(value=weights.get(n, 0.0), label=n, visible=True) for n in names[:MAX_CLASSES]]
+    return shown + [gr.update(value=0.0, visible=False)] * (MAX_CLASSES - len(shown))

@@ -16,12 +16,12 @@ import os
 import re
 import secrets
 
-import gradio as gr
-
-from studio.storage import atomic_write, studio_home
+from studio.storage import atomic_write, browser_secret_file
 
 OWNER = re.compile(r"[A-Za-z0-9_-]{32}")
 NO_OWNER = "This browser has no studio identity yet: reload the page."
+# "u" + 10 hex digits + "-": what a shared studio puts before each owner's data set names.
+OWNER_TAG_LENGTH = 12
 
 
 def is_shared(host: str) -> bool:
@@ -45,20 +45,20 @@ def owner_of(value: object, shared: bool) -> str | None:
     """The owner an event acts for: None (everyone's) in a studio of one's own, else the browser's id.
 
     Raises:
-        gr.Error: A shared studio got no well-formed owner id (a page not yet loaded, or a forged call).
+        ValueError: A shared studio got no well-formed owner id (a page not yet loaded, or a forged call).
     """
     if not shared:
         return None
     if isinstance(value, str) and OWNER.fullmatch(value):
         return value
-    raise gr.Error(NO_OWNER)
+    raise ValueError(NO_OWNER)
 
 
 def dataset_name(owner: str | None, name: str) -> str:
     """The stored name of an owner's data set ``name``: prefixed in a shared studio, so no two owners' meet."""
     if owner is None:
         return name
-    return f"u{hashlib.sha256(owner.encode()).hexdigest()[:10]}-{name}"[:64]
+    return f"u{hashlib.sha256(owner.encode()).hexdigest()[:OWNER_TAG_LENGTH - 2]}-{name}"
 
 
 def browser_secret() -> str:
@@ -66,7 +66,7 @@ def browser_secret() -> str:
 
     It must outlive a restart: with a new key every browser would lose its id, and with it its jobs.
     """
-    path = studio_home() / "browser-secret"
+    path = browser_secret_file()
     if not path.is_file():
         key = secrets.token_urlsafe(32)
         atomic_write(path, lambda tmp: (tmp.chmod(0o600), tmp.write_text(key)))  # private before it holds the key

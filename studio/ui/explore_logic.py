@@ -1,0 +1,189 @@
+"""What the Explore tab does, without Gradio: control values -> recipe -> images, context, history, keyframes.
+
+Every function takes the shared engine explicitly and raises ``ValueError`` (or the engine's and the
+zoo's own errors) with a message for the artist; the tab turns those into ``gr.Error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from studio import directions
+from studio.animation import MAX_KEYFRAMES
+from studio.latent import check_seed
+from studio.media import grid
+from studio.recipe import Recipe, check_weights, read_recipe, request_for
+from studio.sampling import Request, strip_inputs
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
+    from studio.models.folder import ModelConfig
+    from studio.ui.files import ImageFiles
+
+MAX_SEED = 2**32 - 1
+VARIATIONS = 8
+STRIP_VALUES = (-3.0, 0.0, 3.0)
+HISTORY = 50
+EMPTY_HISTORY: dict[str, Any] = {"items": [], "index": -1}
+
+
+def card_markdown(name: str, config: ModelConfig) -> str:
+    """Markdown describing model ``name``: resolution, classes, licence, author, source, lineage."""
+    classes = f"{len(config.class_names)} classes" if config.class_names else "unconditional"
+    licence = config.license.upper() if config.license else "unknown licence"
+    parts = [f"**{config.title or name}**", f"{config.resolution}×{config.resolution}", classes, f"licence {licence}"]
+    if config.author:
+        parts.append(f"by {config.author}")
+    lines = [" · ".join(parts)]
+    if config.description:
+        lines.append(config.description)
+    if config.source:
+        lines.append(f"Source: {config.source}")
+    lineage = config.lineage
+    if lineage:
+        facts = [f"from **{lineage.get('base_model', '?')}**", f"data set `{lineage.get('dataset', '?')}`"]
+        if "dataset_images" in lineage:
+            facts.append(f"{lineage['dataset_images']} images")
+        facts.append(f"{lineage.get('steps', '?')} steps")
+        if isinstance(lineage.get("swd"), (int, float)):
+            facts.append(f"SWD {lineage['swd']:.1f}")
+        lines.append("Fine-tuned " + " · ".join(facts))
+    return "\n\n".join(lines)
+
+
+def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, seed: Any, blend_on: bool,
+                         class_name: str | None, blend: tuple[float, ...], truncation: float, method: str,
+                         sliders: tuple[float, ...]) -> Recipe:
+    """The recipe the Explore controls describe (their values may come from any API caller).
+
+    ``config_of(name)`` gives a model's config (the engine's cached one in the studio).
+
+    Raises:
+        ValueError: No seed, an all-zero blend, a number that is not finite or out of range.
+        zoo.ModelUnavailable: An unknown model.
+    """
+    if not isinstance(model, str):
+        raise ValueError("Pick a model.")
+    names = config_of(model).class_names
+    if seed is None:
+        raise ValueError(f"Enter a seed: a whole number from 0 to {MAX_SEED}.")
+    if not names:
+        classes = {}
+    elif blend_on:
+        classes = {n: w for n, w in zip(names, blend) if w}
+        if not classes:
+            raise ValueError("Give at least one class a weight above zero to blend.")
+    else:
+        classes = {class_name: 1.0} if class_name else {}
+    edits = {i: v for i, v in enumerate(sliders) if v}
+    return Recipe(model, "", check_seed(seed), classes, truncation, method, edits)
+
+
+def draw(engine: Engine, files: ImageFiles, recipe_json: str) -> tuple[str, str]:
+    """Draw a recipe: the PNG file (recipe inside, weights' hash filled in) and that recipe's JSON.
+
+    Raises:
+        RecipeError: The JSON is not a recipe, or it names other weights than the model's.
+    """
+    recipe = Recipe.from_json(recipe_json)
+    model = engine.model(recipe.model)
+    if recipe.weights_sha256:
+        check_weights(recipe, model)
+    recipe = replace(recipe, weights_sha256=model.weights_sha256)
+    return files.save(engine.generate(request_for(recipe))[0], recipe), recipe.to_json()
+
+
+def variation_seeds(seed: int) -> tuple[int, ...]:
+    """The neighbouring seeds shown beside the current image."""
+    return tuple((seed + 1 + i) % (MAX_SEED + 1) for i in range(VARIATIONS))
+
+
+def picked_seed(seed: float | None, index: int) -> int:
+    """The seed of variation ``index`` of ``seed``."""
+    return variation_seeds(int(seed or 0))[index]
+
+
+def variations(engine: Engine, recipe: Recipe) -> list[tuple[np.ndarray, str]]:
+    """The images of the neighbouring seeds, captioned, drawn with the recipe's other settings."""
+    seeds = variation_seeds(recipe.seed)
+    images = engine.generate(replace(request_for(recipe), seeds=seeds))
+    return [(image, f"seed {s}") for s, image in zip(seeds, images)]
+
+
+def strip_views(engine: Engine, recipe: Recipe, k: int) -> list[np.ndarray]:
+    """The first ``k`` sliders' strips: the image with that slider at each of ``STRIP_VALUES``, the others as set."""
+    model = engine.model(recipe.model)
+    z, c = strip_inputs(model, request_for(recipe), k, STRIP_VALUES)
+    images = engine.generate(Request(recipe.model, z=z, c=c))
+    n = len(STRIP_VALUES)
+    return [grid(images[i * n : (i + 1) * n], cols=n, pad=1) for i in range(len(images) // n)]
+
+
+def pushed(history: dict[str, Any], recipe_json: str) -> dict[str, Any]:
+    """``history`` with ``recipe_json`` as its newest state (forward states dropped), at most ``HISTORY`` long."""
+    items, index = history["items"], history["index"]
+    if index >= 0 and items[index] == recipe_json:
+        return history  # a state restored from history, or nothing changed
+    items = [*items[: index + 1], recipe_json][-HISTORY:]
+    return {"items": items, "index": len(items) - 1}
+
+
+def history_step(history: dict[str, Any], delta: int) -> tuple[dict[str, Any], Recipe]:
+    """Move ``delta`` states through ``history``: the new history and the recipe to show."""
+    index = history["index"] + delta
+    if not 0 <= index < len(history["items"]):
+        raise ValueError("No further history in that direction.")
+    return {**history, "index": index}, Recipe.from_json(history["items"][index])
+
+
+def with_hash(engine: Engine, recipe: Recipe) -> Recipe:
+    """``recipe`` naming the weights it is drawn with (what history keeps)."""
+    return replace(recipe, weights_sha256=engine.model(recipe.model).weights_sha256)
+
+
+def check_restorable(engine: Engine, recipe: Recipe, models: list[str]) -> Recipe:
+    """``recipe``, once checked that this studio has its model (and, when it names them, its weights)."""
+    if recipe.model not in models:
+        raise ValueError(f"This recipe needs the model {recipe.model!r}, which this studio does not have.")
+    if recipe.weights_sha256:
+        check_weights(recipe, engine.model(recipe.model))
+    return recipe
+
+
+def recipe_from_source(source: str | bytes | None) -> Recipe:
+    """The recipe in a dropped file (a path) or pasted text (bytes)."""
+    if not source:
+        raise ValueError("Drop a PNG saved by the studio or paste a recipe first.")
+    return read_recipe(Path(source)) if isinstance(source, str) else read_recipe(source)
+
+
+def slider_labels(engine: Engine, name: str, method: str, count: int) -> list[str]:
+    """The artist's names for model ``name``'s first ``count`` sliders of ``method``."""
+    return directions.slider_names(engine.model(name).folder, method, count)
+
+
+def rename_slider(engine: Engine, name: str, method: str, index: int, text: str) -> None:
+    """Keep the artist's name ``text`` for slider ``index`` in model ``name``'s folder."""
+    directions.rename_slider(engine.model(name).folder, method, index, text)
+
+
+def kept(items: list, path: str | None, recipe_json: str) -> list:
+    """The favourites with the current image added."""
+    if not path:
+        raise ValueError("Nothing to keep yet: draw an image first.")
+    recipe = Recipe.from_json(recipe_json)
+    return [*items, (path, f"{recipe.model} · seed {recipe.seed}")]
+
+
+def with_keyframe(frames: list[str], recipe_json: str) -> list[str]:
+    """The keyframes with the current recipe added."""
+    if not recipe_json:
+        raise ValueError("Draw an image first.")
+    if len(frames) >= MAX_KEYFRAMES:
+        raise ValueError(f"An animation holds at most {MAX_KEYFRAMES} keyframes.")
+    return [*frames, recipe_json]

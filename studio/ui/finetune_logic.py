@@ -1,0 +1,214 @@
+"""What the Fine-tune tab does, without Gradio: data sets, jobs of one owner, progress, checkpoints.
+
+Every function acts for one owner (None: everyone, in a studio of one's own; see ``studio.ui.owners``)
+and raises ``ValueError`` with a message for the artist; the tab turns those into ``gr.Error``.
+Pictures from the studio's home are returned as pixels (``studio.ui.files.pixels``), never as paths.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from studio import data, jobs, metrics, train, zoo
+from studio.media import grid, to_uint8
+from studio.sampling import Request
+from studio.storage import MAX_NAME_LENGTH
+from studio.ui.files import pixels
+from studio.ui.owners import OWNER_TAG_LENGTH, dataset_name
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
+    from studio.jobs import JobManager
+
+PRESETS = {
+    "Quick": {**train.QUICK_PRESET},
+    "Standard": {"steps": 2000, "batch": 16, "freeze_g": 0},
+}
+MEMORIZATION_SAMPLES = 16
+CHECKPOINT_NAME = re.compile(r"step-\d{7}\.safetensors")
+NO_JOB = "No such job among yours: pick one from the list."
+
+
+def slug(text: str | None, limit: int = MAX_NAME_LENGTH) -> str:
+    """A usable name (``storage.check_name``'s rule) made from free text: other characters become '-'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", (text or "").strip()).strip("-_.")[:limit].rstrip("-_.")
+
+
+def data_set_slug(text: str | None) -> str:
+    """A data set name from free text, short enough to stay a usable name under its owner's tag."""
+    return slug(text, MAX_NAME_LENGTH - OWNER_TAG_LENGTH)
+
+
+def progress_html(job: dict[str, Any] | None) -> str:
+    """A progress bar with step, ETA and status for ``job`` (or a hint when there is none)."""
+    if not job:
+        return "<div class='job-bar empty'>No fine-tune yet: upload artworks, then Start.</div>"
+    p = job.get("progress") or {}
+    step, total = p.get("step", 0), p.get("total") or job["config"]["steps"]
+    pct = 100 * step / max(1, total)
+    status = job["status"]
+    extra = ""
+    if status == jobs.QUEUED and job.get("queue_position"):
+        extra = f" · position {job['queue_position']} in the queue"
+    elif status == jobs.RUNNING and p.get("eta_s") is not None:
+        eta = int(p["eta_s"])
+        hours, rest = divmod(eta, 3600)
+        clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+        extra = f" · {p.get('s_per_step', 0):.2f} s/step · ETA {clock}"
+    error = f"<div class='job-error'>{job['error']}</div>" if job.get("error") else ""
+    return (f"<div class='job-bar'><div class='job-fill' style='width:{pct:.1f}%'></div></div>"
+            f"<div class='job-line'><b>{status}</b> · step {step} / {total}{extra}</div>{error}")
+
+
+def curves(job: dict[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss curves (long format: step, loss, value) and the SWD curve (step, swd)."""
+    p = (job or {}).get("progress") or {}
+    rows = [{"step": h["step"], "loss": k, "value": v} for h in p.get("history", []) for k, v in h.items()
+            if k != "step"]
+    losses = pd.DataFrame(rows, columns=["step", "loss", "value"])
+    swd = pd.DataFrame(p.get("swd", []), columns=["step", "swd"])
+    return losses, swd
+
+
+def job_choices(manager: JobManager, owner: str | None) -> list[tuple[str, str]]:
+    """The picker's entries for ``owner``'s jobs, newest first: (label, job id)."""
+    return [(f"{j['id']} · {j['config']['out']} · {j['status']}", j["id"]) for j in reversed(manager.list(owner))]
+
+
+def checkpoints_dir(job: dict[str, Any]) -> Path:
+    """The folder of a job's checkpoints (a job from before run folders kept them under its model's name)."""
+    return train.run_dir(job["config"].get("run") or job["config"]["out"]) / "checkpoints"
+
+
+def checkpoint_names(job: dict[str, Any]) -> list[str]:
+    """A job's checkpoint files, newest first."""
+    return [p.name for p in sorted(checkpoints_dir(job).glob("step-*.safetensors"), reverse=True)]
+
+
+def owned_job(manager: JobManager, job_id: str | None, owner: str | None) -> dict[str, Any]:
+    """Job ``job_id``, once checked that it is ``owner``'s (another owner's job is as if it did not exist)."""
+    if not job_id:
+        raise ValueError("Pick a job first.")
+    try:
+        return manager.get(job_id, owner)
+    except KeyError:
+        raise ValueError(NO_JOB) from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A data set made from uploads: the report to show, the name it goes by, its contact sheet."""
+
+    report: str
+    name: str
+    contact: np.ndarray | None
+
+
+def prepare(files: list[str] | None, name: str, resolution: int, replace: bool, owner: str | None) -> Prepared:
+    """Ingest ``files`` as ``owner``'s data set ``name`` at ``resolution``, and describe what was kept and why not."""
+    if not files:
+        raise ValueError("Drop some artworks (images or zip archives) first.")
+    name = data_set_slug(name) or "my-set"
+    try:
+        result = data.ingest([Path(f) for f in files], dataset_name(owner, name), resolution, overwrite=bool(replace))
+    except data.DatasetExists as e:
+        raise ValueError(f"You have a data set called {name!r} already ({e.images} images): tick \"Replace my data "
+                         f"set of that name\" to replace it, or choose another name.") from None
+    except data.NoUsableImages as e:
+        reasons = "; ".join(f"{Path(r.source).name}: {r.reason}" for r in e.rejected[:10])
+        raise ValueError(f"None of these files can be used ({reasons}).") from None
+    lines = [f"**{len(result.kept)} kept**, {len(result.rejected)} rejected → data set `{name}` at {resolution}px."]
+    lines += [f"- `{Path(r.source).name}`: {r.reason}" for r in result.rejected[:50]]
+    if result.near_duplicates:
+        lines.append(f"\n{len(result.near_duplicates)} kept image(s) look the same as another one (same structure "
+                     f"and colours); check they are not copies:")
+        lines += [f"- `{Path(n.source).name}` looks like `{Path(n.resembles).name}`" for n in result.near_duplicates[:50]]
+    return Prepared("\n".join(lines), name, pixels(result.dataset / "contact.png"))
+
+
+def start(manager: JobManager, name: str, base: str, out: str, replace: bool, preset: str, custom: dict[str, Any],
+          owner: str | None, shared: bool) -> str:
+    """Start a fine-tune of ``base`` on ``owner``'s data set ``name`` into model ``out``; the new job's id.
+
+    ``custom``: the Custom preset's settings (steps, batch, lr, loss, augment, freeze_g, freeze_d).
+    """
+    name = data_set_slug(name)
+    stored = dataset_name(owner, name)
+    if not name or stored not in data.list_datasets():
+        raise ValueError("Prepare a data set first (step 1).")
+    out = slug(out) or slug(f"{base}-{name}")
+    if out in zoo.model_names():
+        if not replace:
+            raise ValueError(f"A model called {out!r} exists already: choose another name, or tick \"Replace my "
+                             f"model of that name\".")
+        mine = any(j["config"]["out"] == out and j["status"] == jobs.FINISHED for j in manager.list(owner))
+        if shared and not mine:
+            raise ValueError(f"A model called {out!r} exists already and was not made by you: choose another name.")
+    settings = PRESETS.get(preset) or {"steps": int(custom["steps"]), "batch": int(custom["batch"]),
+                                       "lr": float(custom["lr"]), "loss": custom["loss"], "augment": custom["augment"],
+                                       "freeze_g": int(custom["freeze_g"]), "freeze_d": int(custom["freeze_d"])}
+    try:
+        config = train.TrainConfig(data=stored, out=out, base=base, overwrite=bool(replace), **settings)
+    except (TypeError, OverflowError) as e:  # numbers the config refuses, in its words
+        raise ValueError(str(e)) from None
+    return manager.submit(config, stored, owner=owner or "")
+
+
+def base_preview(engine: Engine, base: str) -> np.ndarray | None:
+    """The base model's images for the training previews' fixed seeds and class blend (None: from scratch)."""
+    if base == "none":
+        return None
+    return grid(engine.generate(Request(base, train.PREVIEW_SEEDS)), cols=4)
+
+
+def act(manager: JobManager, action: str, job_id: str | None, owner: str | None) -> None:
+    """Cancel or resume ``owner``'s job ``job_id``."""
+    owned_job(manager, job_id, owner)
+    try:
+        getattr(manager, action)(job_id, owner)
+    except KeyError as e:
+        raise ValueError(str(e)) from None
+
+
+def save_checkpoint(manager: JobManager, job_id: str | None, chosen: str | None, name: str,
+                    owner: str | None) -> str:
+    """Save checkpoint ``chosen`` of ``owner``'s job as new model ``name``; the name it got."""
+    path = checkpoints_dir(owned_job(manager, job_id, owner)) / (chosen or "")
+    if not chosen or not CHECKPOINT_NAME.fullmatch(chosen) or not path.is_file():
+        raise ValueError("Pick one of the job's checkpoints.")
+    name = slug(name)
+    if not name or name in zoo.model_names():
+        raise ValueError("Give the model a new name (letters, digits, - and _).")
+    train.export_checkpoint(path, name)
+    return name
+
+
+@dataclass(frozen=True)
+class Memorization:
+    """Samples beside their nearest training images, and the share that are near-copies."""
+
+    pairs: list[tuple[np.ndarray, str]]
+    summary: str
+
+
+def check_memorization(engine: Engine, manager: JobManager, job_id: str | None, owner: str | None) -> Memorization:
+    """Draw samples of a job's model and find each one's nearest image in its data set."""
+    job = owned_job(manager, job_id, owner)
+    model_name = job["config"]["out"]
+    if model_name not in zoo.model_names():
+        raise ValueError("The job has no model yet: let it finish, or save a checkpoint as a model.")
+    samples = engine.generate(Request(model_name, tuple(range(MEMORIZATION_SAMPLES))))
+    real = data.load_dataset(job["data"])
+    found = metrics.memorization(samples, real)
+    pairs = []
+    for sample, index, distance in zip(samples, found.indices.tolist(), found.distances.tolist()):
+        copy = " · NEAR-COPY" if distance < found.threshold else ""
+        pairs += [(sample, "sample"), (to_uint8(real[index : index + 1])[0], f"nearest {distance:.3f}{copy}")]
+    return Memorization(pairs, f"{found.fraction:.0%} of {len(samples)} samples are near-copies of a training "
+                               f"image (distance below {found.threshold}).")

@@ -1,0 +1,138 @@
+"""The Explore tab's callbacks, without a browser: controls -> recipe -> pixels, context, history, keyframes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.animation import MAX_KEYFRAMES
+from studio.engine import Engine
+from studio.recipe import Recipe, RecipeError, read_recipe, request_for
+from studio.ui import explore_logic as logic
+from studio.ui.files import ImageFiles
+
+
+@pytest.fixture
+def engine(tiny: str) -> Iterator[Engine]:
+    with Engine(device="cpu", max_wait_ms=0) as e:
+        yield e
+
+
+def recipe(**changes) -> Recipe:
+    return replace(Recipe("tiny", "", 5, {"dog": 1.0}, 0.8, "sefa", {}), **changes)
+
+
+def test_controls_make_a_recipe_and_refuse_in_words(engine: Engine) -> None:
+    made = logic.recipe_from_controls(engine.config, "tiny", 5, True, "dog", (0.25, 0.0, 0.75), 0.8, "sefa",
+                                      (0.0, -2.5))
+    assert made == Recipe("tiny", "", 5, {"cat": 0.25, "fox": 0.75}, 0.8, "sefa", {1: -2.5})
+    single = logic.recipe_from_controls(engine.config, "tiny", 5, False, "dog", (0.25,), 0.8, "sefa", ())
+    assert single.classes == {"dog": 1.0}
+    for args, message in [((None, 5, False, "dog"), "Pick a model."), (("tiny", None, False, "dog"), "Enter a seed"),
+                          (("tiny", 5, True, "dog"), "Give at least one class a weight above zero")]:
+        with pytest.raises(ValueError, match=message):
+            logic.recipe_from_controls(engine.config, *args, (0.0, 0.0, 0.0), 0.8, "sefa", ())
+
+
+def test_draw_saves_the_engines_pixels_with_the_recipe_naming_the_weights(engine: Engine) -> None:
+    files = ImageFiles()
+    path, drawn_json = logic.draw(engine, files, recipe().to_json())
+    drawn = Recipe.from_json(drawn_json)
+    model = engine.model("tiny")
+    assert drawn.weights_sha256 == model.weights_sha256 and drawn == read_recipe(Path(path))
+    with Image.open(path) as png:
+        assert np.array_equal(np.asarray(png), engine.generate(request_for(recipe()))[0])
+    with pytest.raises(RecipeError, match="weights"):
+        logic.draw(engine, files, recipe(weights_sha256="0" * 64).to_json())
+
+
+def test_variations_are_the_next_seeds_with_the_same_settings(engine: Engine) -> None:
+    shown = logic.variations(engine, recipe(seed=2**32 - 2))
+    seeds = [2**32 - 1, *range(7)]  # wrapping past the largest seed
+    assert [caption for _, caption in shown] == [f"seed {s}" for s in seeds]
+    for (image, _), seed in zip(shown, seeds):
+        assert np.array_equal(image, engine.generate(request_for(recipe(seed=seed)))[0])
+    assert logic.picked_seed(2**32 - 2, 1) == 0
+
+
+def test_a_sliders_strip_shows_the_image_at_each_strip_value(engine: Engine) -> None:
+    current = recipe(edits={1: 1.5})
+    strips = logic.strip_views(engine, current, 3)
+    assert len(strips) == 3
+    side = engine.config("tiny").resolution
+    n = len(logic.STRIP_VALUES)
+    for index, strip in enumerate(strips):
+        for position, value in enumerate(logic.STRIP_VALUES):
+            cell = strip[:, position * (side + 1) : position * (side + 1) + side]
+            edits = {**current.edits, index: value}
+            expected = engine.generate(request_for(recipe(edits={i: v for i, v in edits.items() if v})))[0]
+            # The strip adds the offset to the already-edited latent: equal up to float rounding.
+            assert np.abs(cell.astype(int) - expected.astype(int)).max() <= 1
+        assert strip.shape[1] == n * side + (n - 1)
+    assert len(logic.strip_views(engine, current, 1000)) == 16  # as many as the tiny model's z has
+
+
+def test_history_pushes_steps_and_forgets_the_forward_branch() -> None:
+    history = logic.EMPTY_HISTORY
+    for state in ("a", "b", "c"):
+        history = logic.pushed(history, recipe(seed=ord(state)).to_json())
+    assert logic.pushed(history, recipe(seed=ord("c")).to_json()) is history  # nothing changed
+    back, shown = logic.history_step(history, -1)
+    assert shown.seed == ord("b") and back["index"] == 1
+    branched = logic.pushed(back, recipe(seed=ord("d")).to_json())
+    assert [Recipe.from_json(t).seed for t in branched["items"]] == [ord("a"), ord("b"), ord("d")]
+    with pytest.raises(ValueError, match="No further history in that direction"):
+        logic.history_step(branched, 1)
+    for seed in range(logic.HISTORY + 5):
+        branched = logic.pushed(branched, recipe(seed=seed).to_json())
+    assert len(branched["items"]) == logic.HISTORY
+
+
+def test_restoring_needs_the_model_and_its_weights(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="needs the model 'gone'"):
+        logic.check_restorable(engine, recipe(model="gone"), ["tiny"])
+    with pytest.raises(RecipeError, match="weights"):
+        logic.check_restorable(engine, recipe(weights_sha256="f" * 64), ["tiny"])
+    assert logic.check_restorable(engine, logic.with_hash(engine, recipe()), ["tiny"]).model == "tiny"
+    with pytest.raises(ValueError, match="Drop a PNG saved by the studio or paste a recipe first"):
+        logic.recipe_from_source(None)
+    assert logic.recipe_from_source(recipe().to_json().encode()) == recipe()
+
+
+def test_keyframes_and_favourites_have_limits_in_words() -> None:
+    frames = [recipe(seed=s).to_json() for s in range(MAX_KEYFRAMES - 1)]
+    frames = logic.with_keyframe(frames, recipe().to_json())
+    assert len(frames) == MAX_KEYFRAMES
+    with pytest.raises(ValueError, match=f"at most {MAX_KEYFRAMES} keyframes"):
+        logic.with_keyframe(frames, recipe().to_json())
+    with pytest.raises(ValueError, match="Draw an image first"):
+        logic.with_keyframe([], "")
+    with pytest.raises(ValueError, match="Nothing to keep yet"):
+        logic.kept([], None, recipe().to_json())
+    assert logic.kept([], "a.png", recipe().to_json()) == [("a.png", "tiny · seed 5")]
+
+
+def test_slider_names_are_kept_in_the_model_folder(engine: Engine) -> None:
+    logic.rename_slider(engine, "tiny", "sefa", 2, "  smile ")
+    assert logic.slider_labels(engine, "tiny", "sefa", 4) == ["direction 0", "direction 1", "smile", "direction 3"]
+    assert logic.slider_labels(engine, "tiny", "pca", 3)[2] == "direction 2"
+
+
+def test_the_model_card_says_what_the_config_says(engine: Engine) -> None:
+    text = logic.card_markdown("tiny", engine.config("tiny"))
+    assert "**Tiny test model**" in text and "32×32" in text and "3 classes" in text and "licence MIT" in text
+    assert "Fine-tuned" not in text
+    lineage = replace(engine.config("tiny"), lineage={"base_model": "eyes", "dataset": "prints", "steps": 600,
+                                                      "swd": 12.34})
+    assert "Fine-tuned from **eyes** · data set `prints` · 600 steps · SWD 12.3" in logic.card_markdown("t", lineage)
+
+
+def test_all_strips_are_one_engine_pass(engine: Engine) -> None:
+    before = engine.stats()["batches"]
+    logic.strip_views(engine, recipe(), 4)
+    assert engine.stats()["batches"] == before + 1

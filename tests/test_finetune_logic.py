@@ -1,0 +1,100 @@
+"""The Fine-tune tab's callbacks, without a browser: names, data sets, owners' jobs, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from studio import data, jobs
+from studio.storage import MAX_NAME_LENGTH, check_name
+from studio.ui import finetune_logic as logic
+from studio.ui.owners import dataset_name, new_owner
+from tests.conftest import noise_artworks
+
+ALICE, BOB = new_owner(None), new_owner(None)
+QUICK = {"steps": 1, "batch": 2, "lr": 2e-4, "loss": "logistic", "augment": "off", "freeze_g": 0, "freeze_d": 0}
+
+
+@pytest.fixture
+def manager(tiny: str) -> Iterator[jobs.JobManager]:
+    """A manager that queues jobs but runs none, so a test sees them as their owners left them."""
+    m = jobs.JobManager(max_running=0, poll_s=0.1)
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("text", ["My prints!", "../../etc", " .hidden", "ünïcode çafé", "a" * 300, "x.y/z"])
+def test_slugs_are_names_the_one_name_rule_accepts(text: str) -> None:
+    name = logic.slug(text)
+    assert check_name(name) == name
+    stored = dataset_name(ALICE, logic.data_set_slug(text))
+    assert check_name(stored, "data set") == stored and len(stored) <= MAX_NAME_LENGTH
+
+
+def test_prepare_makes_the_owners_data_set_and_refuses_a_second_one(manager: jobs.JobManager, tmp_path: Path) -> None:
+    files = noise_artworks(tmp_path, 4)
+    made = logic.prepare(files, "my prints", 32, False, ALICE)
+    assert made.name == "my-prints" and made.report.startswith("**4 kept**, 0 rejected")
+    assert made.contact is not None and made.contact.ndim == 3
+    assert data.list_datasets() == [dataset_name(ALICE, "my-prints")]
+    with pytest.raises(ValueError, match="You have a data set called 'my-prints' already \\(4 images\\)"):
+        logic.prepare(files, "my-prints", 32, False, ALICE)
+    with pytest.raises(ValueError, match="Drop some artworks"):
+        logic.prepare([], "x", 32, False, ALICE)
+
+
+def test_jobs_are_seen_and_acted_on_by_their_owner_only(manager: jobs.JobManager, tmp_path: Path) -> None:
+    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    with pytest.raises(ValueError, match="Prepare a data set first"):
+        logic.start(manager, "set", "tiny", "mine", False, "Custom", QUICK, BOB, shared=True)
+    job_id = logic.start(manager, "set", "tiny", "", False, "Custom", QUICK, ALICE, shared=True)
+    job = logic.owned_job(manager, job_id, ALICE)
+    assert job["config"]["out"] == "tiny-set" and job["config"]["steps"] == 1
+    assert [value for _, value in logic.job_choices(manager, ALICE)] == [job_id]
+    assert logic.job_choices(manager, BOB) == []
+    for action in ("cancel", "resume"):
+        with pytest.raises(ValueError, match=logic.NO_JOB):
+            logic.act(manager, action, job_id, BOB)
+    logic.act(manager, "cancel", job_id, ALICE)
+    assert manager.get(job_id)["status"] == jobs.CANCELLED
+    with pytest.raises(ValueError, match="Pick a job first"):
+        logic.owned_job(manager, None, ALICE)
+
+
+def test_an_existing_model_is_replaced_only_when_asked_and_only_by_its_maker(manager: jobs.JobManager,
+                                                                            tmp_path: Path) -> None:
+    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    with pytest.raises(ValueError, match="A model called 'tiny' exists already: choose another name, or tick"):
+        logic.start(manager, "set", "tiny", "tiny", False, "Quick", {}, ALICE, shared=True)
+    with pytest.raises(ValueError, match="was not made by you"):
+        logic.start(manager, "set", "tiny", "tiny", True, "Quick", {}, ALICE, shared=True)
+
+
+def test_only_a_jobs_own_checkpoints_can_be_saved(manager: jobs.JobManager, tmp_path: Path) -> None:
+    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    job_id = logic.start(manager, "set", "tiny", "out", False, "Custom", QUICK, ALICE, shared=True)
+    folder = logic.checkpoints_dir(manager.get(job_id))
+    folder.mkdir(parents=True)
+    for name in ("step-0000001.safetensors", "step-0000002.safetensors"):
+        (folder / name).write_bytes(b"")
+    assert logic.checkpoint_names(manager.get(job_id)) == ["step-0000002.safetensors", "step-0000001.safetensors"]
+    for chosen in (None, "../../models/tiny/model.safetensors", "step-0000009.safetensors"):
+        with pytest.raises(ValueError, match="Pick one of the job's checkpoints"):
+            logic.save_checkpoint(manager, job_id, chosen, "new", ALICE)
+    with pytest.raises(ValueError, match="Give the model a new name"):
+        logic.save_checkpoint(manager, job_id, "step-0000001.safetensors", "tiny", ALICE)
+    with pytest.raises(ValueError, match=logic.NO_JOB):
+        logic.save_checkpoint(manager, job_id, "step-0000001.safetensors", "new", BOB)
+
+
+def test_progress_reads_step_status_and_eta() -> None:
+    job = {"status": jobs.RUNNING, "config": {"steps": 600}, "progress": {"step": 150, "total": 600, "eta_s": 3725,
+                                                                        "s_per_step": 0.5}}
+    html = logic.progress_html(job)
+    assert "width:25.0%" in html and "step 150 / 600" in html and "ETA 1:02:05" in html
+    assert "No fine-tune yet" in logic.progress_html(None)
+    losses, swd = logic.curves({"progress": {"history": [{"step": 1, "d": 0.5, "g": 2.0}], "swd": [[1, 30.0]]}})
+    assert losses.to_dict("records") == [{"step": 1, "loss": "d", "value": 0.5}, {"step": 1, "loss": "g", "value": 2.0}]
+    assert swd.to_dict("records") == [{"step": 1, "swd": 30.0}]
