@@ -92,14 +92,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
         images = engine.generate(replace(request, seeds=tuple(r.seed for r in recipes)))
     if args.out:
         if len(images) == 1:  # a single image is saved as itself, recipe included
-            recipe_mod.save_png(Path(args.out), images[0], first)
+            recipe_mod.save_with_recipe(Path(args.out), images[0], first)
         else:
             media.save_png(Path(args.out), media.grid(images, cols=args.cols))
         print(f"wrote {args.out} ({len(images)} images)")
     if args.out_dir:
         out_dir = Path(args.out_dir)
         for r, image in zip(recipes, images):
-            recipe_mod.save_png(out_dir / f"seed{r.seed:04d}.png", image, r)
+            recipe_mod.save_with_recipe(out_dir / f"seed{r.seed:04d}.png", image, r)
         print(f"wrote {len(images)} images to {out_dir}/")
 
 

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from studio import latent, media
-from studio.engine import Engine, Request, request_inputs
+from studio.engine import Engine
 from studio.recipe import Recipe, check_weights, request_for
+from studio.sampling import Request, request_inputs
 
 MODES = ("lerp", "slerp")
 MIN_KEYFRAMES = 2

@@ -52,7 +52,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from studio import directions, loadtest, media, zoo
-from studio.engine import Engine, Request, default_device, generate, prepare, request_inputs, run_generator
+from studio.engine import Engine, default_device, generate_unbatched, prepare, run_generator
+from studio.sampling import Request, request_inputs
 from studio.zoo import LoadedModel
 
 CEILING_BATCH = 64
@@ -238,7 +239,7 @@ def naive_drawer(model: LoadedModel) -> Callable[[int], object]:
 
     def draw(seed: int) -> object:
         with lock:
-            return generate(model, [seed])
+            return generate_unbatched(model, [seed])
 
     return draw
 
@@ -345,7 +346,7 @@ def cmd_bench_png(args: argparse.Namespace) -> None:
     """Print PNG encoding CPU time and size per image, Pillow's default vs ``media.DRAWN_PNG``."""
     model = zoo.load(args.model)
     cls = model.config.class_names[0] if model.config.class_names else None
-    images = generate(model, range(args.images), cls, 0.8)  # the Explore tab's first kind of image
+    images = generate_unbatched(model, range(args.images), cls, 0.8)  # the Explore tab's first kind of image
     default_ms, default_kib = png_cost(images, args.repeats)
     drawn_ms, drawn_kib = png_cost(images, args.repeats, **media.DRAWN_PNG)
     print(f"{args.model}: PNG of {args.images} drawn images, median CPU ms per image over {args.repeats} passes")
@@ -541,7 +542,7 @@ def cmd_bench_export(args: argparse.Namespace) -> None:
 
 def class_variants(model: LoadedModel, seeds: int) -> list[list[np.ndarray]]:
     """Per seed, its image under each of the model's classes: ``[seeds][classes]`` of ``[H, W, 3]`` uint8."""
-    per_class = [generate(model, range(seeds), name) for name in model.config.class_names]  # [C][S, H, W, 3]
+    per_class = [generate_unbatched(model, range(seeds), name) for name in model.config.class_names]  # [C][S, H, W, 3]
     return [[images[s] for images in per_class] for s in range(seeds)]
 
 

@@ -1,8 +1,8 @@
-"""Image generation: the one path from a request (seeds, classes, truncation) to uint8 pixels.
+"""The batched inference engine: queues, micro-batches, devices, precision and the model cache.
 
-``Engine`` is the batched inference engine that every caller shares: callers submit requests, one
-worker thread per engine gathers the queued requests for one model into a single forward pass and
-hands each caller its own images. The module-level functions are the single-batch path it runs on.
+``Engine`` is shared by every caller: callers submit requests (``sampling.Request``), one worker
+thread per engine gathers the queued requests for one model into a single forward pass and hands
+each caller its own images. ``run_generator`` is the single forward pass it runs.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from studio import directions, latent, zoo
+from studio import zoo
+from studio.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.media import to_uint8
+from studio.sampling import Request, request_inputs
 from studio.spaces_gpu import gpu
 from studio.zoo import LoadedModel
 
@@ -54,98 +57,6 @@ class GenerationError(RuntimeError):
     """A forward pass failed; every request of that batch gets this error."""
 
 
-@dataclass(frozen=True, eq=False)
-class Request:
-    """What to draw.
-
-    Attributes:
-        model: Model name in the zoo.
-        seeds: One image per seed.
-        classes: A class name or a ``{name: weight}`` blend; None = uniform blend (or no classes).
-        truncation: psi; 1 leaves the latent untouched, 0 gives the mean image.
-        edits: ``(direction index, value)`` pairs added to every truncated latent, in units of the
-            latent's standard deviation (semantic sliders).
-        directions: The directions method the edits refer to ("sefa" or "pca").
-        z: Explicit latents ``[N, z_dim]`` (animation frames); when set, they replace seeds,
-            truncation and edits.
-        c: Explicit class vectors ``[N, K]`` to go with ``z`` (conditional models).
-        background: Part of a long job (an animation's frames): it runs in a pass of its own once no
-            interactive request for its model waits, or with them after ``BACKGROUND_MAX_WAIT_S``.
-    """
-
-    model: str
-    seeds: tuple[int, ...] = ()
-    classes: str | Mapping[str, float] | None = None
-    truncation: float = 1.0
-    edits: tuple[tuple[int, float], ...] = ()
-    directions: str = "sefa"
-    z: torch.Tensor | None = None
-    c: torch.Tensor | None = None
-    background: bool = False
-
-    def __post_init__(self) -> None:
-        """Refuse, in words, numbers no image can be drawn from (a model turns NaN into black images).
-
-        Raises:
-            ValueError: A truncation, class weight or slider value that is not finite or out of range,
-                or explicit latents or class vectors holding NaN or infinity.
-        """
-        latent.check_truncation(self.truncation)
-        if isinstance(self.classes, Mapping):
-            latent.check_class_weights(self.classes)
-        latent.check_edits(self.edits)
-        for tensor, what in ((self.z, "latents"), (self.c, "class vectors")):
-            if tensor is not None:
-                latent.check_finite(tensor, what)
-
-    @property
-    def count(self) -> int:
-        """How many images the request asks for."""
-        return len(self.z) if self.z is not None else len(self.seeds)
-
-
-def request_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The generator inputs for ``request``: z ``[N, z_dim]`` and class vectors ``[N, K]`` (or None), on the CPU.
-
-    Noise is drawn on the CPU from each seed so a seed gives the same latent on every device.
-    """
-    config = model.config
-    if request.z is not None:
-        return _explicit_inputs(model, request)
-    z = latent.truncate(latent.seed_latents(request.seeds, config.z_dim), request.truncation)
-    if request.edits:
-        z = z + edit_offset(model, request.edits, request.directions)
-    if not config.num_classes:
-        if request.classes:
-            raise ValueError(f"model {model.name!r} has no classes")
-        return z, None
-    vec = latent.class_vector(request.classes, config.class_names)
-    return z, vec.expand(len(z), -1)
-
-
-def edit_offset(model: LoadedModel, edits: Sequence[tuple[int, float]], method: str) -> torch.Tensor:
-    """The latent offset ``[z_dim]`` of slider ``edits`` along ``model``'s ``method`` directions."""
-    dirs = directions.load_or_compute(model, method)
-    offset = torch.zeros(model.config.z_dim)
-    for index, value in edits:
-        if not 0 <= index < len(dirs):
-            raise ValueError(f"direction {index} does not exist: there are {len(dirs)} (0-{len(dirs) - 1})")
-        offset += float(value) * dirs[index]
-    return offset
-
-
-def _explicit_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
-    config = model.config
-    z = request.z.float().cpu()
-    if z.dim() != 2 or z.shape[1] != config.z_dim:
-        raise ValueError(f"latents must be [N, {config.z_dim}] for model {model.name!r}, not {list(z.shape)}")
-    if not config.num_classes:
-        return z, None
-    if request.c is None or tuple(request.c.shape) != (len(z), config.num_classes):
-        raise ValueError(f"model {model.name!r} needs class vectors [N, {config.num_classes}] with its latents")
-    return z, request.c.float().cpu()
-
-
 def _precision(device: torch.device) -> contextlib.AbstractContextManager:
     # Half precision only where the hardware has it: on this kind of CPU bf16 is emulated and
     # about 70x slower than fp32.
@@ -167,8 +78,8 @@ def run_generator(model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -
         return to_uint8(model.generator(z.to(device), c))
 
 
-def generate(model: LoadedModel, seeds: Sequence[int], classes: str | Mapping[str, float] | None = None,
-             truncation: float = 1.0) -> np.ndarray:
+def generate_unbatched(model: LoadedModel, seeds: Sequence[int],
+                       classes: str | Mapping[str, float] | None = None, truncation: float = 1.0) -> np.ndarray:
     """Draw one image per seed in one forward pass, without the engine: ``[N, H, W, 3]`` uint8."""
     z, c = request_inputs(model, Request(model.name, tuple(seeds), classes, truncation))
     return run_generator(model, z, c)
@@ -180,7 +91,7 @@ def prepare(model: LoadedModel) -> LoadedModel:
     channels_last makes the transposed convolutions faster, on CUDA and on the CPU too (omniart-eyes
     on a 2-core AVX2 CPU: 176 vs 134 img/s at batch 32, 53 vs 46 at batch 1). On the CPU its pixels
     are batch-invariant like the default layout's, but about 1 in 10^5 values differs from the
-    default layout's by one level: compare engine output with ``generate(prepare(model), ...)``.
+    default layout's by one level: compare engine output with ``generate_unbatched(prepare(model), ...)``.
     """
     model.generator.to(memory_format=torch.channels_last)
     return model
@@ -198,12 +109,43 @@ def model_bytes(model: LoadedModel) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+Identity = tuple[str, int, int, int, int, int, int]  # resolved folder; weights' and config's inode, size, mtime_ns
+
+
+def folder_identity(folder: Path | None) -> Identity | None:
+    """A model folder's identity: its resolved path and its weights' and config's (inode, size, mtime_ns).
+
+    A folder replaced by ``storage.swap_dir`` resolves to another version folder; a file rewritten in
+    an older plain folder has a new inode (atomic writes), size or time. One path resolution and two
+    ``stat`` calls, cheap enough for every lookup. None when there is nothing on disk to tell apart:
+    no folder, or no weights yet (a built-in model not converted yet).
+    """
+    if folder is None:
+        return None
+    try:
+        resolved = folder.resolve()
+        weights, config = (resolved / WEIGHTS_FILE).stat(), (resolved / CONFIG_FILE).stat()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
+        return None
+    return (str(resolved), weights.st_ino, weights.st_size, weights.st_mtime_ns,
+            config.st_ino, config.st_size, config.st_mtime_ns)
+
+
 @dataclass(eq=False)
 class _Loading:
     """A load in flight: its lock, and how many callers hold or wait for it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     callers: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class _Cached:
+    """A loaded model, its memory and the identity of the folder it was loaded from."""
+
+    model: LoadedModel
+    size: int
+    identity: Identity | None
 
 
 class ModelCache:
@@ -213,6 +155,8 @@ class ModelCache:
     loads), while other models load or get served meanwhile. A name leaves no trace unless it
     loaded, or its built-in download failed: that failure is remembered for ``retry_after_s`` and
     repeated at once meanwhile, so an unreachable package index costs one wait, not one per request.
+    Each lookup compares the ``folder_identity`` of the folder a model was loaded from with the one
+    it had then, so a folder replaced on disk is loaded again by its next request.
     """
 
     def __init__(self, loader: Loader, device: torch.device, budget_bytes: int,
@@ -221,28 +165,40 @@ class ModelCache:
         self._device = device
         self._budget = budget_bytes
         self.retry_after_s = retry_after_s
-        self._models: OrderedDict[str, tuple[LoadedModel, int]] = OrderedDict()
+        self._models: OrderedDict[str, _Cached] = OrderedDict()
+        self._configs: dict[str, tuple[Identity | None, ModelConfig]] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, _Loading] = {}
         self._failed: dict[str, tuple[float, zoo.DownloadFailed]] = {}  # name -> (when it failed, why)
-
-    def forget(self, name: str) -> None:
-        """Drop ``name`` so its next request loads its folder again (after the folder was replaced)."""
-        with self._lock:
-            self._models.pop(name, None)
 
     def names(self) -> list[str]:
         """The cached models, least recently used first."""
         with self._lock:
             return list(self._models)
 
+    def config(self, name: str) -> ModelConfig:
+        """Model ``name``'s config, without loading the model: read once per identity of its folder.
+
+        Raises:
+            zoo.ModelUnavailable: An unknown name.
+        """
+        identity = folder_identity(zoo.folder_for(name))
+        with self._lock:
+            cached = self._configs.get(name)
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+        config = zoo.model_config(name)
+        with self._lock:
+            self._configs[name] = (identity, config)
+        return config
+
     def peek(self, name: str) -> LoadedModel | None:
-        """Model ``name`` if it is loaded (now the most recently used), else None; never loads."""
+        """Model ``name`` if loaded from its current folder (now the most recently used), else None; never loads."""
         with self._lock:
             return self._touch(name)
 
     def get(self, name: str) -> LoadedModel:
-        """Model ``name`` on this cache's device, loading it if needed.
+        """Model ``name`` on this cache's device, loading it if needed or if its folder was replaced.
 
         Raises:
             zoo.ModelUnavailable: From the loader, unchanged; or a download failure remembered from
@@ -268,12 +224,20 @@ class ModelCache:
                     del self._loading[name]
 
     def _touch(self, name: str) -> LoadedModel | None:
-        """With the lock held: the loaded model, marked most recently used; None if not loaded."""
+        """With the lock held: the loaded model, marked most recently used; None if not loaded.
+
+        A model whose folder was replaced since it loaded is dropped (None).
+        """
         entry = self._models.get(name)
         if entry is None:
             return None
+        # The folder the model came from, not the one its name means now: a changed $STUDIO_HOME
+        # (tests, benchmarks) does not unload it.
+        if folder_identity(entry.model.folder) != entry.identity:
+            del self._models[name]
+            return None
         self._models.move_to_end(name)
-        return entry[0]
+        return entry.model
 
     def _raise_if_failed(self, name: str) -> None:
         """With the lock held: raise the remembered download failure of ``name``, if still recent."""
@@ -288,20 +252,25 @@ class ModelCache:
                                    f"{self.retry_after_s - age:.0f} s)")
 
     def _load(self, name: str) -> LoadedModel:
+        folder = zoo.folder_for(name)
+        before = folder_identity(folder)
         try:
             model = prepare(self._loader(name, self._device))
         except zoo.DownloadFailed as e:
             with self._lock:
                 self._failed[name] = (time.monotonic(), e)
             raise
+        # The identity from before the load, so that a folder replaced while it loaded is loaded
+        # again next time; a built-in model's first load writes its folder, which only then has one.
+        identity = before if before is not None and model.folder == folder else folder_identity(model.folder)
         with self._lock:
-            self._models[name] = (model, model_bytes(model))
+            self._models[name] = _Cached(model, model_bytes(model), identity)
             self._evict()
         return model
 
     def _evict(self) -> None:
         # The newest model always stays, even alone over budget: it is about to run.
-        while len(self._models) > 1 and sum(size for _, size in self._models.values()) > self._budget:
+        while len(self._models) > 1 and sum(entry.size for entry in self._models.values()) > self._budget:
             self._models.popitem(last=False)
 
 
@@ -431,6 +400,22 @@ class Engine:
         A request still queued ``timeout_s`` after submission fails with ``EngineTimeout``.
         """
         return await asyncio.wrap_future(self.submit(request))
+
+    def model(self, name: str) -> LoadedModel:
+        """Model ``name`` as this engine runs it (loaded if needed): its config, folder and weights' hash.
+
+        Raises:
+            zoo.ModelUnavailable: An unknown name, or weights that cannot be read.
+        """
+        return self.cache.get(name)
+
+    def config(self, name: str) -> ModelConfig:
+        """Model ``name``'s config without loading it, read from disk once per version of its folder.
+
+        Raises:
+            zoo.ModelUnavailable: An unknown name.
+        """
+        return self.cache.config(name)
 
     def quiet_for(self) -> float:
         """Seconds since the last interactive (not background) request was submitted; inf if none ever was."""

@@ -21,7 +21,7 @@ from PIL import Image, PngImagePlugin
 
 from studio import latent
 from studio.directions import METHODS
-from studio.engine import Request
+from studio.sampling import Request
 from studio.media import DRAWN_PNG, to_pil
 from studio.storage import atomic_write_bytes
 from studio.zoo import MAX_NAME_LENGTH, LoadedModel
@@ -261,7 +261,7 @@ def _inflate(data: bytes) -> bytes:
 
 
 def request_for(recipe: Recipe) -> Request:
-    """The engine request that draws ``recipe``'s image."""
+    """The request that draws ``recipe``'s image."""
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
                    tuple(sorted(recipe.edits.items())), recipe.directions)
 
@@ -274,6 +274,6 @@ def check_weights(recipe: Recipe, model: LoadedModel) -> None:
                           "reproduce the image")
 
 
-def save_png(path: Path, image: np.ndarray, recipe: Recipe) -> None:
+def save_with_recipe(path: Path, image: np.ndarray, recipe: Recipe) -> None:
     """Write one ``[H, W, 3]`` uint8 image as a PNG carrying ``recipe``, atomically."""
     atomic_write_bytes(Path(path), png_with_recipe(to_pil(image), recipe))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from studio import loadtest, media, zoo
-from studio.engine import Engine, generate
+from studio.engine import Engine, generate_unbatched
 from studio.loadtest import Plan, Tally
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_pixel_digests_tell_images_apart() -> None:
 
 
 def test_drawn_pngs_stay_lossless_and_small(eyes: zoo.LoadedModel) -> None:
-    images = generate(eyes, range(8), zoo.OMNIART_CLASSES[0], 0.8)
+    images = generate_unbatched(eyes, range(8), zoo.OMNIART_CLASSES[0], 0.8)
     for image in images:
         fast = media.png_bytes(image, **media.DRAWN_PNG)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(fast))), image)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import threading
 import time
 from collections import Counter, deque
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from studio import bench, zoo
@@ -19,8 +22,9 @@ from studio import engine as engine_module
 from studio.checkpoint import ModelConfig, build_generator
 from studio.engine import (
     BUSY_MESSAGE, Engine, EngineBusy, EngineClosed, EngineTimeout, GenerationError, ModelCache, Request,
-    default_device, generate, model_bytes, prepare,
+    default_device, generate_unbatched, model_bytes, prepare,
 )
+from studio.storage import atomic_write, swap_dir
 
 CLASSES = ("cat", "dog", "fox")
 WAIT = 10.0  # seconds; only reached when something is broken
@@ -90,7 +94,7 @@ def engine(models: TinyZoo):
 
 def direct(engine: Engine, request: Request) -> np.ndarray:
     """The request's images without the engine's queue, on the very model the engine runs."""
-    return generate(engine.cache.get(request.model), request.seeds, request.classes, request.truncation)
+    return generate_unbatched(engine.cache.get(request.model), request.seeds, request.classes, request.truncation)
 
 
 def hold_worker(engine: Engine, models: TinyZoo, name: str = "a") -> object:
@@ -128,7 +132,7 @@ def test_batched_pixels_equal_unbatched_and_the_direct_path(engine: Engine, mode
 def test_engine_layout_differs_from_the_plain_model_by_at_most_one_level(engine: Engine, models: TinyZoo) -> None:
     request = Request("a", tuple(range(16)), "dog")
     plain = models.load("a", torch.device("cpu"))
-    difference = engine.generate(request).astype(int) - generate(plain, request.seeds, "dog").astype(int)
+    difference = engine.generate(request).astype(int) - generate_unbatched(plain, request.seeds, "dog").astype(int)
     assert np.abs(difference).max() <= 1
 
 
@@ -136,7 +140,60 @@ def test_a_real_model_folder_through_the_engine(tiny: str) -> None:
     request = Request(tiny, (3, 4, 5), "dog", 0.7)
     with Engine("cpu") as eng:
         images = eng.generate(request)
-    assert np.array_equal(images, generate(prepare(zoo.load(tiny)), request.seeds, "dog", 0.7))
+    assert np.array_equal(images, generate_unbatched(prepare(zoo.load(tiny)), request.seeds, "dog", 0.7))
+
+
+def scaled_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of model ``folder`` with every tensor scaled: another model of the same shape."""
+    state = load_file(folder / "model.safetensors")
+    return {key: tensor * 1.5 if tensor.is_floating_point() else tensor for key, tensor in state.items()}
+
+
+def test_a_model_folder_replaced_on_disk_is_drawn_by_the_next_request(home: Path, tiny: str) -> None:
+    folder = home / "models" / tiny
+    request = Request(tiny, (3, 4), "dog")
+    with Engine("cpu") as eng:
+        drawn = [eng.generate(request)]
+        shas = [eng.model(tiny).weights_sha256]
+        # A folder from before version links: its weights file rewritten (atomically) in place.
+        state = scaled_weights(folder)
+        atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        drawn.append(eng.generate(request))
+        shas.append(eng.model(tiny).weights_sha256)
+        expected = [generate_unbatched(prepare(zoo.load(tiny)), request.seeds, "dog")]
+        # A fine-tune or a pull: a new version folder behind the name's link.
+        state = scaled_weights(folder)
+        with swap_dir(folder) as version:
+            shutil.copy(folder / "config.json", version / "config.json")
+            save_file(state, str(version / "model.safetensors"))
+        drawn.append(eng.generate(request))
+        shas.append(eng.model(tiny).weights_sha256)
+        expected.append(generate_unbatched(prepare(zoo.load(tiny)), request.seeds, "dog"))
+        assert folder.is_symlink() and eng.cache.names() == [tiny]
+    assert len(set(shas)) == 3 and shas[-1] == zoo.load(tiny).weights_sha256  # recipes name the new weights
+    for now, before, direct_images in zip(drawn[1:], drawn, expected):
+        assert not np.array_equal(now, before)
+        assert np.array_equal(now, direct_images)
+
+
+def test_a_models_config_is_read_once_per_version_of_its_folder(home: Path, tiny: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    read = zoo.model_config
+    monkeypatch.setattr(zoo, "model_config", lambda name: reads.append(name) or read(name))
+    folder = home / "models" / tiny
+    with Engine("cpu") as eng:
+        first = eng.config(tiny)
+        assert all(eng.config(tiny) is first for _ in range(5)) and reads == [tiny]
+        assert first.class_names == CLASSES and eng.cache.names() == []  # the model itself was not loaded
+        config = json.loads((folder / "config.json").read_text())
+        with swap_dir(folder) as version:
+            (version / "config.json").write_text(json.dumps({**config, "title": "Renamed"}))
+            shutil.copy(folder / "model.safetensors", version / "model.safetensors")
+        assert eng.config(tiny).title == "Renamed" and eng.config(tiny).title == "Renamed"
+        assert reads == [tiny, tiny]
+        with pytest.raises(zoo.ModelUnavailable, match="^unknown model 'no-such-model'; available: "):
+            eng.config("no-such-model")
 
 
 def test_concurrent_threads_share_forward_passes(engine: Engine, models: TinyZoo) -> None:
@@ -338,10 +395,10 @@ def test_a_bad_request_fails_alone_before_batching(engine: Engine, models: TinyZ
 
 
 def test_concurrent_first_requests_load_a_model_once(models: TinyZoo) -> None:
-    started, release = threading.Event(), threading.Event()
+    loads_begun, release = threading.Semaphore(0), threading.Event()
 
     def slow_load(name: str, device: torch.device) -> zoo.LoadedModel:
-        started.set()
+        loads_begun.release()
         assert release.wait(WAIT)
         return models.load(name, device)
 
@@ -350,8 +407,11 @@ def test_concurrent_first_requests_load_a_model_once(models: TinyZoo) -> None:
     threads = [threading.Thread(target=lambda: got.append(cache.get("a"))) for _ in range(8)]
     for t in threads:
         t.start()
-    assert started.wait(WAIT)
-    time.sleep(0.05)  # let the other threads reach the lock (the assertion holds however late they come)
+    assert loads_begun.acquire(timeout=WAIT)
+    # The first load is held until a second one begins: without the per-name lock the seven other callers,
+    # all running, miss the cache and load too, and this returns at once. With the lock none can, so the
+    # wait runs out (the assertion holds however late the others come).
+    loads_begun.acquire(timeout=1.0)
     release.set()
     for t in threads:
         t.join(WAIT)

@@ -18,26 +18,26 @@ def test_pixel_convention() -> None:
 
 @pytest.mark.slow
 def test_seed_gives_the_same_pixels_alone_or_in_a_batch_of_64(eyes: zoo.LoadedModel) -> None:
-    batch = engine.generate(eyes, range(100, 164), "hazel")
+    batch = engine.generate_unbatched(eyes, range(100, 164), "hazel")
     for i in (0, 17, 63):
-        alone = engine.generate(eyes, [100 + i], "hazel")
+        alone = engine.generate_unbatched(eyes, [100 + i], "hazel")
         assert np.array_equal(alone[0], batch[i])
     assert len({img.tobytes() for img in batch}) == 64  # and different seeds differ
 
 
 def test_truncation_zero_gives_the_mean_image_for_every_seed(tiny: str) -> None:
     model = zoo.load(tiny)
-    mean = engine.generate(model, [1, 2, 3], "dog", truncation=0.0)
+    mean = engine.generate_unbatched(model, [1, 2, 3], "dog", truncation=0.0)
     assert np.array_equal(mean[0], mean[1]) and np.array_equal(mean[1], mean[2])
-    full = engine.generate(model, [1, 2], "dog", truncation=1.0)
+    full = engine.generate_unbatched(model, [1, 2], "dog", truncation=1.0)
     assert not np.array_equal(full[0], full[1])
-    half = engine.generate(model, [1], "dog", truncation=0.5)
+    half = engine.generate_unbatched(model, [1], "dog", truncation=0.5)
     assert not np.array_equal(half[0], full[0]) and not np.array_equal(half[0], mean[0])
 
 
 def test_class_changes_the_image_and_unknown_class_is_refused(tiny: str) -> None:
     model = zoo.load(tiny)
-    cat, dog = engine.generate(model, [7], "cat"), engine.generate(model, [7], "dog")
+    cat, dog = engine.generate_unbatched(model, [7], "cat"), engine.generate_unbatched(model, [7], "dog")
     assert not np.array_equal(cat, dog)
     with pytest.raises(ValueError, match="unknown class 'owl'"):
-        engine.generate(model, [7], "owl")
+        engine.generate_unbatched(model, [7], "owl")

@@ -115,7 +115,7 @@ def test_pull_offline_then_generate_from_the_command_line(tmp_path: Path, source
                     "--out", str(out), env=env)
     assert result.returncode == 0, result.stderr
     config, generator = load_model(source_model)
-    expected = engine.generate(LoadedModel("src", config, generator, source_model), range(4), "dog")
+    expected = engine.generate_unbatched(LoadedModel("src", config, generator, source_model), range(4), "dog")
     drawn = np.asarray(Image.open(out).convert("RGB"))
     assert drawn.shape == (32, 4 * 32 + 3 * 2, 3)
     for i in range(4):  # the engine's channels_last layout may move a rare pixel by one level

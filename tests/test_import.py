@@ -75,7 +75,7 @@ def test_import_from_the_command_line_draws_the_networks_own_pixels(home: Path, 
     assert config.arch == {"resolution": 32, "z_dim": 16, "base_width": 8, "num_classes": 0, "dropout": 0.0,
                            "channels": 3}
     assert (config.license, config.author, config.source) == ("cc0-1.0", "Ada", "imported from netG.pth")
-    assert np.array_equal(engine.generate(zoo.load("imported"), range(6)), direct(main, range(6), 16))
+    assert np.array_equal(engine.generate_unbatched(zoo.load("imported"), range(6)), direct(main, range(6), 16))
 
     out = tmp_path / "seed.png"
     result = studio("generate", "--model", "imported", "--seeds", "4", "--out", str(out), home=home)
@@ -94,7 +94,7 @@ def test_import_a_conditional_checkpoint_saved_from_data_parallel(home: Path, tm
     assert model.config.arch["base_width"] == 4 and model.config.class_names == ("cat", "dog", "fox")
     onehot = torch.zeros(5, 3)
     onehot[:, 1] = 1
-    assert np.array_equal(engine.generate(model, range(5), "dog"), direct(main, range(5), 16, onehot))
+    assert np.array_equal(engine.generate_unbatched(model, range(5), "dog"), direct(main, range(5), 16, onehot))
 
 
 def test_import_checks_the_stated_shape(home: Path, tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_digiface_is_fetched_and_draws_the_packages_pixels(home: Path, digiface_
                                 weights_only=True)
     reference = tutorial_generator(nz=100, ngf=64, resolution=64)
     reference.load_state_dict({k.removeprefix("main."): v for k, v in checkpoint["netG_state_dict"].items()})
-    ours = engine.generate(model, range(8))
+    ours = engine.generate_unbatched(model, range(8))
     assert ours.shape == (8, 64, 64, 3)
     assert np.array_equal(ours, direct(reference.eval(), range(8), 100))
     assert ours.std() > 20  # faces, not a flat image

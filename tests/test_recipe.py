@@ -9,7 +9,7 @@ from PIL import Image
 
 from studio import zoo
 from studio.engine import Engine
-from studio.recipe import Recipe, RecipeError, check_weights, read_recipe, request_for, save_png
+from studio.recipe import Recipe, RecipeError, check_weights, read_recipe, request_for, save_with_recipe
 
 
 def sample(model: str = "tiny", sha: str = "ab" * 32) -> Recipe:
@@ -40,7 +40,7 @@ def test_png_round_trip_regenerates_bit_exact_pixels(tiny: str, tmp_path: Path) 
         model = engine.cache.get(tiny)
         recipe = replace(sample(), weights_sha256=model.weights_sha256)
         image = engine.generate(request_for(recipe))[0]
-        save_png(tmp_path / "a.png", image, recipe)
+        save_with_recipe(tmp_path / "a.png", image, recipe)
         back = read_recipe(tmp_path / "a.png")
         assert back == recipe
         again = engine.generate(request_for(back))[0]

@@ -23,7 +23,7 @@ def test_converted_model_matches_the_package_weights(eyes: zoo.LoadedModel) -> N
         onehot[:, zoo.OMNIART_CLASSES.index(cls)] = 1
         with torch.no_grad():
             expected = to_uint8(reference(torch.cat([z, onehot], 1)[:, :, None, None]))
-        ours = engine.generate(eyes, seeds, cls)
+        ours = engine.generate_unbatched(eyes, seeds, cls)
         assert ours.shape == (4, 128, 128, 3)
         assert np.abs(ours.astype(int) - expected).max() <= 2
 
