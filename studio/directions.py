@@ -19,19 +19,16 @@ DIRECTIONS_FILE = "directions.safetensors"
 NAMES_FILE = "sliders.json"
 
 
-def _first_layer(model: LoadedModel) -> torch.nn.Module:
-    """The block that reads z (every studio generator has ``blocks[0]`` for it)."""
-    return model.generator.blocks[0]
-
-
 def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS,
             samples: int = PCA_SAMPLES) -> torch.Tensor:
-    """Find ``k`` directions ``[k, z_dim]`` for ``model`` with ``method`` ("sefa" or "pca")."""
+    """Find ``k`` directions ``[k, z_dim]`` for ``model`` with ``method`` ("sefa" or "pca").
+
+    Both read the layer that takes z through the generator's face: SeFa its weight, PCA its output.
+    """
     z_dim = model.config.z_dim
     k = min(k, z_dim)
     if method == "sefa":
-        weight = _first_layer(model)[0].weight  # [z_dim + K, C, 4, 4]: rows read z then the class
-        return latent.sefa_directions(weight[:z_dim].flatten(1).cpu(), k)
+        return latent.sefa_directions(model.generator.latent_weight().cpu(), k)  # weight [z_dim, F]
     if method != "pca":
         raise ValueError(f"unknown directions method {method!r}; choose one of {', '.join(METHODS)}")
     # Sample with a fixed seed range so the directions are reproducible; the class vector is the
@@ -43,9 +40,8 @@ def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS,
     chunk = 256
     with torch.inference_mode():
         for start in range(0, samples, chunk):
-            zc = z[start : start + chunk]
-            x = torch.cat([zc, c[start : start + chunk]], 1) if model.config.num_classes else zc
-            features.append(_first_layer(model)(x[:, :, None, None].to(device)).flatten(1).cpu())
+            zc, cc = z[start : start + chunk].to(device), c[start : start + chunk].to(device)
+            features.append(model.generator.latent_features(zc, cc).cpu())  # [chunk, F]
     return latent.pca_directions(z, torch.cat(features), k)
 
 

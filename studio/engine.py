@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from studio import zoo
-from studio.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
+from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.media import to_uint8
 from studio.sampling import Request, request_inputs
 from studio.spaces_gpu import gpu

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
 import numpy as np
@@ -34,17 +35,14 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from studio import zoo
-from studio.checkpoint import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ModelConfig,
-    ModelFolderError,
-    load_model,
-)
-from studio.engine import Engine, Request
 from studio.media import grid, png_bytes
 from studio.models import ARCHITECTURES
+from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, ModelFolderError, from_pretrained
+from studio.sampling import Request
 from studio.storage import atomic_dir, atomic_write_bytes, swap_dir
+
+if TYPE_CHECKING:  # the caller's engine draws the card's grid; hub starts none of its own
+    from studio.engine import Engine
 
 CARD_FILE = "README.md"
 SAMPLE_FILE = "sample.png"
@@ -172,7 +170,7 @@ def _check_model(repo_id: str, snapshot: Path) -> None:
         raise HubError(f"{repo_id} holds a model of architecture {architecture!r}, which the studio does not know "
                        f"(it knows: {', '.join(sorted(ARCHITECTURES))})")
     try:
-        load_model(snapshot)  # checks every tensor against the config from the header before loading
+        from_pretrained(snapshot)  # checks every tensor against the config from the header before loading
     except (ModelFolderError, ValueError, TypeError) as e:
         raise HubError(f"{repo_id} holds no loadable studio model: {_first_line(e)}") from None
 
@@ -180,12 +178,12 @@ def _check_model(repo_id: str, snapshot: Path) -> None:
 # -- push ----------------------------------------------------------------------------------------
 
 
-def write_upload(name: str, repo_id: str, out: Path) -> list[str]:
+def write_upload(engine: Engine, name: str, repo_id: str, out: Path) -> list[str]:
     """Write into ``out`` exactly the files that ``push`` uploads for model ``name`` as ``repo_id``.
 
     The files: ``config.json`` and ``model.safetensors`` byte for byte, ``sample.png`` (a grid of
-    the model's images) and ``README.md`` (the model card). ``out`` must be new or empty; it appears
-    complete or not at all.
+    the model's images, drawn by ``engine``) and ``README.md`` (the model card). ``out`` must be new
+    or empty; it appears complete or not at all.
 
     Returns:
         The names of the files written.
@@ -202,22 +200,22 @@ def write_upload(name: str, repo_id: str, out: Path) -> list[str]:
     with atomic_dir(out) as tmp:
         for file in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copyfile(model.folder / file, tmp / file)
-        atomic_write_bytes(tmp / SAMPLE_FILE, png_bytes(sample_grid(model)))
+        atomic_write_bytes(tmp / SAMPLE_FILE, png_bytes(sample_grid(engine, model)))
         atomic_write_bytes(tmp / CARD_FILE, str(card).encode())
     return list(UPLOAD_FILES)
 
 
-def sample_grid(model: zoo.LoadedModel) -> np.ndarray:
+def sample_grid(engine: Engine, model: zoo.LoadedModel) -> np.ndarray:
     """The card's picture: seeds 0-7, one row per class (the first eight) or two rows unconditional.
 
-    Drawn through an engine, like every studio image, so the card shows the studio's own pixels.
+    Drawn through the studio's shared ``engine``, like every studio image, so the card shows the
+    studio's own pixels.
     """
     classes = model.config.class_names[:SAMPLE_ROWS]
-    with Engine(timeout_s=600) as engine:
-        if classes:
-            images = np.concatenate([engine.generate(Request(model.name, SAMPLE_SEEDS, c)) for c in classes])
-        else:
-            images = engine.generate(Request(model.name, tuple(range(2 * len(SAMPLE_SEEDS)))))
+    if classes:
+        images = np.concatenate([engine.generate(Request(model.name, SAMPLE_SEEDS, c)) for c in classes])
+    else:
+        images = engine.generate(Request(model.name, tuple(range(2 * len(SAMPLE_SEEDS)))))
     return grid(images, cols=len(SAMPLE_SEEDS))
 
 
@@ -294,10 +292,11 @@ def _describe_architecture(config: ModelConfig) -> str:
     return f"{config.architecture.upper()}, {side}, latent of {config.z_dim}, {classes}"
 
 
-def push(name: str, repo_id: str, token: str | None, private: bool = False) -> str:
+def push(engine: Engine, name: str, repo_id: str, token: str | None, private: bool = False) -> str:
     """Upload model ``name`` to the model repository ``repo_id`` (created if needed) as one commit.
 
     Args:
+        engine: Draws the card's sample grid.
         name: The model to push.
         repo_id: ``OWNER/NAME`` on the Hub.
         token: A Hugging Face token with write access; used for this upload only, never written anywhere.
@@ -312,7 +311,7 @@ def push(name: str, repo_id: str, token: str | None, private: bool = False) -> s
     try:
         with tempfile.TemporaryDirectory(prefix="gan-studio-push-") as tmp:
             folder = Path(tmp) / "upload"
-            write_upload(name, repo_id, folder)
+            write_upload(engine, name, repo_id, folder)
             api = HfApi(token=token, library_name=LIBRARY_NAME)
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Upload {name} from GAN Studio")

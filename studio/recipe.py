@@ -23,8 +23,8 @@ from studio import latent
 from studio.directions import METHODS
 from studio.sampling import Request
 from studio.media import DRAWN_PNG, to_pil
-from studio.storage import atomic_write_bytes
-from studio.zoo import MAX_NAME_LENGTH, LoadedModel
+from studio.storage import MAX_NAME_LENGTH, atomic_write_bytes
+from studio.zoo import LoadedModel
 
 PNG_KEY = "gan-studio-recipe"
 FORMAT = "gan-studio-recipe/1"

@@ -13,7 +13,6 @@ import copy
 import json
 import math
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -31,10 +30,9 @@ from torch import nn
 
 from studio import latent, zoo
 from studio.augment import POLICIES, diff_augment
-from studio.checkpoint import ModelConfig, build_generator, load_state, save_model, save_state
 from studio.media import to_uint8
-from studio.models import build_discriminator
-from studio.storage import atomic_write, studio_home, swap_dir
+from studio.models.folder import ModelConfig, ModelFolderError, build_discriminator, build_generator, save_pretrained
+from studio.storage import MAX_NAME_LENGTH, atomic_write, check_name, runs_dir, swap_dir
 
 LOSSES = ("logistic", "hinge", "wgan-gp")
 DISCRIMINATOR_FILE = "discriminator.safetensors"
@@ -42,8 +40,8 @@ PREVIEW_SEEDS = tuple(range(8))
 AUGMENT_BELOW = 1000  # DiffAugment is on by default for sets smaller than this
 
 # The quick preset is sized to finish within 10 minutes on a 2-core CPU at 128 px: a half-width
-# fresh discriminator costs about a quarter of a full one, and freezing the generator's first two
-# blocks keeps the base model's coarse structure while the later ones learn the artist's style.
+# fresh discriminator costs about a quarter of a full one, and freezing the generator's two coarsest
+# freezable_blocks() keeps the base model's coarse structure while the later ones learn the artist's style.
 QUICK_PRESET = {"steps": 600, "batch": 16, "d_width": 32, "freeze_g": 2}
 # Limits of one run, so a typo (or a visitor) cannot book the machine for days: 20,000 steps is about
 # 3.5 hours at the quick preset's 0.63 s/step on a 2-core CPU; batch 64 at 128 px fits in 4 GB.
@@ -74,8 +72,9 @@ class TrainConfig:
         augment: "auto" (on below 1,000 images), "on" or "off".
         augment_policy: DiffAugment transforms.
         ema_beta: Generator EMA decay per step (warmed up over the first steps).
-        freeze_d: Freeze the discriminator's first k blocks (FreezeD), when it is pretrained.
-        freeze_g: Freeze the generator's first k blocks.
+        freeze_d: Freeze the first k of the discriminator's ``freezable_blocks()`` (FreezeD), when it is
+            pretrained.
+        freeze_g: Freeze the first k of the generator's ``freezable_blocks()``.
         d_width: Base width of a fresh discriminator (default: the generator's).
         class_name: Class vector for a conditional base; None = the uniform blend.
         resolution: Resolution of a from-scratch generator (base "none").
@@ -116,10 +115,9 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.augment not in ("auto", "on", "off"):
             raise ValueError(f"augment must be auto, on or off, not {self.augment!r}")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", self.out):
-            raise ValueError(f"bad model name {self.out!r}: use letters, digits, - and _")
-        if self.run and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", self.run):
-            raise ValueError(f"bad run name {self.run!r}: use letters, digits, - and _")
+        check_name(self.out, "model")
+        if self.run:
+            check_name(self.run, "run")
         if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("steps, batch, checkpoint_every and keep_checkpoints must be at least 1")
         if self.steps > MAX_STEPS or self.batch > MAX_BATCH:
@@ -154,20 +152,24 @@ def scratch_config(config: TrainConfig) -> ModelConfig:
 
 def run_dir(run: str) -> Path:
     """Where run ``run`` keeps its checkpoints: ``STUDIO_HOME/runs/<run>``."""
-    return studio_home() / "runs" / run
+    return runs_dir() / run
 
 
 def new_run(config: TrainConfig) -> TrainConfig:
-    """``config`` with a run folder of its own (unless it names one), so two runs never share checkpoints."""
+    """``config`` with a run folder of its own (unless it names one), so two runs never share checkpoints.
+
+    The run is named after the model, cut short where needed so that the name stays a usable one.
+    """
     if config.run:
         return config
-    return replace(config, run=f"{config.out}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+    suffix = f"-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    return replace(config, run=config.out[: MAX_NAME_LENGTH - len(suffix)] + suffix)
 
 
 def latest_run(out: str) -> str | None:
     """The newest run that makes model ``out`` and has a checkpoint (what ``--resume`` continues)."""
     found = []
-    for checkpoint in (studio_home() / "runs").glob("*/checkpoints/step-*.safetensors"):
+    for checkpoint in runs_dir().glob("*/checkpoints/step-*.safetensors"):
         if checkpoint_config(checkpoint).get("out") == out:
             found.append((checkpoint.stat().st_mtime, checkpoint.parents[1].name))
     return max(found)[1] if found else None
@@ -177,6 +179,28 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
     """The training config stored in checkpoint ``path``, read from its header alone."""
     with safe_open(str(path), framework="pt") as f:
         return json.loads((f.metadata() or {}).get("json", "{}")).get("config", {})
+
+
+def save_training_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write tensors and JSON-able metadata as one safetensors file, atomically (a checkpoint)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {"json": json.dumps(meta)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_training_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a ``save_training_state`` file: its tensors and metadata.
+
+    Raises:
+        ModelFolderError: The file is missing or damaged.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("json", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ModelFolderError(f"{path} is not a readable training state: {e}") from None
+    return tensors, meta
 
 
 # -- distributed ---------------------------------------------------------------------------------
@@ -239,8 +263,8 @@ class Run:
         self.d = d.to(self.device).train()
         self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
         for module, k in ((self.d, config.freeze_d), (self.g, config.freeze_g)):
-            for block in module.blocks[:k]:
-                block.requires_grad_(False)
+            for part in module.freezable_blocks()[:k]:
+                part.requires_grad_(False)
         self.g_train, self.d_train = self._parallel(self.g), self._parallel(self.d)
         trainable = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
         self.opt_g = torch.optim.Adam(trainable(self.g), lr=config.lr, betas=config.betas)
@@ -266,10 +290,10 @@ class Run:
         if model_config.resolution != resolution:
             raise ValueError(f"the data set is {resolution}px but the model draws {model_config.resolution}px: "
                              f"ingest it at {model_config.resolution}")
-        d_arch = dict(model_config.arch)
+        d_config = model_config
         if cfg.d_width:
-            d_arch["base_width"] = cfg.d_width
-        d = build_discriminator(model_config.architecture, d_arch)
+            d_config = replace(model_config, arch=replace(model_config.arch, base_width=cfg.d_width))
+        d = build_discriminator(d_config)
         if d_state is not None:
             d.load_state_dict(d_state)
         elif cfg.freeze_d:
@@ -362,14 +386,14 @@ class Run:
         tensors["rng.gen"] = self.gen.get_state()
         tensors["rng.aug"] = self.aug_gen.get_state()
         path = folder / "checkpoints" / f"step-{self.step:07d}.safetensors"
-        save_state(path, tensors, meta)
+        save_training_state(path, tensors, meta)
         for old in sorted(path.parent.glob("step-*.safetensors"))[: -self.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue from ``save_checkpoint``'s file."""
-        tensors, meta = load_state(path)
+        tensors, meta = load_training_state(path)
         for prefix, module in (("G", self.g), ("G_ema", self.g_ema), ("D", self.d)):
             module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
         for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
@@ -509,7 +533,7 @@ def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: 
     folder = zoo.writable_folder(name, overwrite)
     d_state = {k: v.detach().cpu().contiguous() for k, v in d_state.items()}
     with swap_dir(folder) as tmp:
-        save_model(tmp, config, generator)
+        save_pretrained(tmp, config, generator)
         atomic_write(tmp / DISCRIMINATOR_FILE, lambda p: save_file(d_state, str(p)))
     return folder
 
@@ -521,7 +545,7 @@ def export_checkpoint(path: Path, name: str, overwrite: bool = False) -> Path:
         ValueError: ``name`` is a built-in model, or an existing one and ``overwrite`` is off.
     """
     zoo.writable_folder(name, overwrite)
-    tensors, meta = load_state(path)
+    tensors, meta = load_training_state(path)
     cfg = TrainConfig.from_dict(meta["config"])
     model_config = scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
     step = int(meta["step"])

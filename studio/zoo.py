@@ -14,14 +14,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import pickle
-import re
 import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,17 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from studio.checkpoint import (
+from studio.models.convert import ConversionError
+from studio.models.convert.pytorch_file import load_weights_only
+from studio.models.convert.tutorial_dcgan import sequential_dcgan_state, tutorial_config, tutorial_state
+from studio.models.folder import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
     ModelFolderError,
     build_generator,
     check_state_dict,
+    from_pretrained,
     load_config,
-    load_model,
-    save_model,
+    save_pretrained,
 )
-from studio.storage import models_dir, studio_home, swap_dir
+from studio.storage import MAX_NAME_LENGTH, NAME, check_name, hub_dir, models_dir, swap_dir
 
 DEFAULT_MODEL = "omniart-eyes"
 
@@ -52,13 +54,23 @@ class DownloadFailed(ModelUnavailable):
     """A built-in model's package could not be fetched: worth trying again later, not at once."""
 
 
+@contextmanager
+def _converting() -> Iterator[None]:
+    """Report a converter's refusal as ModelUnavailable, in the converter's words."""
+    try:
+        yield
+    except ConversionError as e:
+        raise ModelUnavailable(str(e)) from None
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
     """A pretrained model the studio knows how to obtain.
 
     Attributes:
         config: The model's config, known without reading its weights.
-        load_state: Returns the generator's state dict in studio layout; raises ModelUnavailable.
+        load_state: Returns the generator's state dict in studio layout; raises ModelUnavailable, or
+            ConversionError for weights it cannot convert.
     """
 
     config: ModelConfig
@@ -80,46 +92,6 @@ class LoadedModel:
         """SHA-256 of the weights file: names these exact weights in recipes and caches."""
         with open(self.folder / WEIGHTS_FILE, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def sequential_dcgan_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a DCGAN generator saved as one ``nn.Sequential`` (``main.N.*``) onto the studio's layout.
-
-    This is the layout of the PyTorch DCGAN tutorial and of the packages derived from it: each 4-D
-    weight starts a transposed convolution, the 1-D tensors after it belong to its batch norm, and
-    the last convolution makes the image.
-    """
-    groups: list[list[tuple[str, torch.Tensor]]] = []
-    pattern = re.compile(r"^(?:module\.)?main\.(\d+)\.(\w+)$")
-    keyed = []
-    for key, tensor in state.items():
-        m = pattern.match(key)
-        if not m:
-            raise ModelUnavailable(f"unexpected tensor {key!r}: not a sequential DCGAN generator (main.N.*)")
-        keyed.append((int(m.group(1)), m.group(2), tensor))
-    keyed.sort(key=lambda t: t[0])
-    conv_index = -1
-    for index, param, tensor in keyed:
-        if tensor.dim() == 4:
-            groups.append([("conv", tensor)])
-            conv_index = index
-        elif index == conv_index:
-            # Without this check a convolution's bias would be taken for its batch norm's.
-            raise ModelUnavailable(f"convolution main.{index} has a {param}; the studio's DCGAN has none")
-        elif groups:
-            groups[-1].append((param, tensor))
-        else:
-            raise ModelUnavailable("a sequential DCGAN generator must start with a convolution weight")
-    out: dict[str, torch.Tensor] = {}
-    for i, group in enumerate(groups):
-        last = i == len(groups) - 1
-        prefix = "to_rgb.0" if last else f"blocks.{i}.0"
-        out[f"{prefix}.weight"] = group[0][1]
-        for param, tensor in group[1:]:
-            if last:
-                raise ModelUnavailable("the last convolution of a DCGAN generator has no batch norm")
-            out[f"blocks.{i}.1.{param}"] = tensor
-    return out
 
 
 def _package_file(package: str, filename: str) -> Path | None:
@@ -148,76 +120,6 @@ def _omniart_state() -> dict[str, torch.Tensor]:
     return sequential_dcgan_state(state)
 
 
-def tutorial_state(loaded: object, where: str) -> dict[str, torch.Tensor]:
-    """The generator state dict in studio layout from what ``torch.load`` read in the DCGAN-tutorial layout.
-
-    Accepts the generator's state dict itself or a training checkpoint holding it as ``netG_state_dict``
-    (the tutorial's name).
-    """
-    if isinstance(loaded, dict) and "netG_state_dict" in loaded:
-        loaded = loaded["netG_state_dict"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        keys = ", ".join(map(str, list(loaded)[:5])) if isinstance(loaded, dict) else type(loaded).__name__
-        raise ModelUnavailable(f"{where} holds {keys}, not a generator state dict (nor one under netG_state_dict)")
-    return sequential_dcgan_state(loaded)
-
-
-def _load_weights_only(source: Path | io.BytesIO, where: str) -> object:
-    """Read tensors from a PyTorch file with ``torch.load(weights_only=True)``, which never runs code.
-
-    Raises:
-        ModelUnavailable: The file is damaged, or holds more than tensors (refused in the studio's
-            words: torch's own message advises loading the file unsafely).
-    """
-    try:
-        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on the way to refusing them
-            warnings.simplefilter("ignore")
-            return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        wanted = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))  # what the pickle asked to import and call
-        if wanted:
-            raise ModelUnavailable(f"{where} was refused: it asks to import and call {', '.join(wanted)}, and the "
-                                   f"studio never runs code from a model file; save the generator's state_dict() "
-                                   f"alone, which holds tensors only") from None
-        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({_pickle_problem(str(e))}); the "
-                               f"studio reads tensors only and never runs code from a model file") from None
-    except Exception as e:  # a damaged or foreign file fails in many ways; torch's first sentence says how
-        raise ModelUnavailable(f"{where} is not a readable PyTorch tensor file ({str(e).split('. ')[0]})") from None
-
-
-def _pickle_problem(message: str) -> str:
-    """The line of torch's refusal that says what it met, without its advice to load the file unsafely."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    facts = [line for line in lines if not re.search(r"weights.only|torch\.load", line, re.IGNORECASE)]
-    return facts[0].rstrip(".") if facts else "an object torch's safe reader does not accept"
-
-
-def tutorial_config(state: dict[str, torch.Tensor], resolution: int, z_dim: int, class_names: tuple[str, ...] = (),
-                    **about: str) -> ModelConfig:
-    """The DCGAN config of a studio-layout state dict (from ``tutorial_state``), its widths read off the tensors.
-
-    Args:
-        state: The generator's tensors in studio layout.
-        resolution: The side the user says the network draws; checked against its layer count.
-        z_dim: The latent size the user says it reads; with the classes, checked against its first layer.
-        class_names: Names of the classes a conditional generator concatenates to z, in order.
-        **about: ``title``, ``description``, ``license``, ``author``, ``source`` for the config.
-    """
-    first = state["blocks.0.0.weight"]  # [z_dim + classes, widest, 4, 4]
-    to_rgb = state["to_rgb.0.weight"]  # [base_width, channels, 4, 4]
-    convolutions = sum(1 for tensor in state.values() if tensor.dim() == 4)
-    drawn = 2 ** (convolutions + 1)  # 4x4 after the first, then each later one doubles the side
-    if resolution != drawn:
-        raise ModelUnavailable(f"the generator has {convolutions} convolutions, so it draws {drawn}x{drawn}, "
-                               f"not {resolution}x{resolution}")
-    if first.shape[0] != z_dim + len(class_names):
-        raise ModelUnavailable(f"the generator reads {first.shape[0]} inputs, not a latent of {z_dim} "
-                               f"plus {len(class_names)} classes")
-    arch = {"resolution": resolution, "z_dim": z_dim, "base_width": int(to_rgb.shape[0]),
-            "num_classes": len(class_names), "dropout": 0.0, "channels": int(to_rgb.shape[1])}
-    return ModelConfig(architecture="dcgan", arch=arch, class_names=class_names, **about)
-
-
 def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], where: str) -> Path:
     """Check ``state`` strictly against ``config``'s generator, then write the model folder atomically."""
     generator = build_generator(config)
@@ -227,7 +129,7 @@ def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.T
         raise ModelUnavailable(str(e)) from None
     generator.load_state_dict(state)
     with swap_dir(folder) as tmp:
-        save_model(tmp, config, generator)
+        save_pretrained(tmp, config, generator)
     return folder
 
 
@@ -240,10 +142,7 @@ def writable_folder(name: str, overwrite: bool = False) -> Path:
     Raises:
         ValueError: ``name`` is not a usable name, is a built-in model's, or is taken and ``overwrite`` is off.
     """
-    if not _LOCAL_NAME.fullmatch(name):
-        shown = repr(name) if len(name) <= MAX_NAME_LENGTH else f"a name of {len(name)} characters"
-        raise ValueError(f"{shown} is not a usable model name: use letters, digits, '.', '_' and '-', at most "
-                         f"{MAX_NAME_LENGTH} characters")
+    check_name(name, "model")
     if name in BUILTIN:
         raise ValueError(f"{name!r} is a built-in model and cannot be replaced: choose another name")
     folder = models_dir() / name
@@ -268,9 +167,10 @@ def import_tutorial_file(path: Path, name: str, resolution: int, z_dim: int = 10
     """
     folder = writable_folder(name)
     path = Path(path)
-    state = tutorial_state(_load_weights_only(path, str(path)), str(path))
-    config = tutorial_config(state, resolution, z_dim, tuple(class_names), title=name, license=license,
-                             author=author, source=source or f"imported from {path.name}")
+    with _converting():
+        state = tutorial_state(load_weights_only(path, str(path)), str(path))
+        config = tutorial_config(state, resolution, z_dim, tuple(class_names), title=name, license=license,
+                                 author=author, source=source or f"imported from {path.name}")
     return _write_converted(folder, config, state, where=str(path))
 
 
@@ -309,7 +209,7 @@ def _digiface_state() -> dict[str, torch.Tensor]:
     where = f"{DIGIFACE_WEIGHTS} of {DIGIFACE_REQUIREMENT}"
     installed = _package_file("gan_face_generate", "weights.tar")
     if installed is not None:
-        return tutorial_state(_load_weights_only(installed, str(installed)), str(installed))
+        return tutorial_state(load_weights_only(installed, str(installed)), str(installed))
     with tempfile.TemporaryDirectory(prefix="gan-studio-wheel-") as tmp:
         wheel = download_wheel(DIGIFACE_REQUIREMENT, Path(tmp))
         try:
@@ -317,7 +217,7 @@ def _digiface_state() -> dict[str, torch.Tensor]:
                 data = zf.read(DIGIFACE_WEIGHTS)
         except (zipfile.BadZipFile, KeyError) as e:
             raise ModelUnavailable(f"the downloaded {wheel.name} has no readable {DIGIFACE_WEIGHTS} ({e})") from None
-    return tutorial_state(_load_weights_only(io.BytesIO(data), where), where)
+    return tutorial_state(load_weights_only(io.BytesIO(data), where), where)
 
 
 OMNIART_CLASSES = ("amber", "blue", "brown", "gray", "grayscale", "green", "hazel", "red")
@@ -352,18 +252,6 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
 }
 
-# The Hub's limit for an OWNER/NAME id, and every model name's: file names the studio derives from
-# a model's name (its folder, a temporary folder beside it, image files) stay within the file system's.
-MAX_NAME_LENGTH = 96
-# A name the studio gives a new folder; each part of an OWNER/NAME Hub id must be one too.
-_LOCAL_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}")
-
-
-def hub_dir() -> Path:
-    """The folder that holds the models pulled from the Hub, one ``OWNER/NAME`` sub-folder each."""
-    return studio_home() / "hub"
-
-
 def folder_for(name: str) -> Path | None:
     """Where model ``name``'s folder is or would be; None for a name that can be no model's."""
     if len(name) > MAX_NAME_LENGTH:
@@ -371,7 +259,7 @@ def folder_for(name: str) -> Path | None:
     owner, sep, repo = name.partition("/")
     if not sep:
         return models_dir() / name if name and not name.startswith(".") else None
-    if _LOCAL_NAME.fullmatch(owner) and _LOCAL_NAME.fullmatch(repo):
+    if NAME.fullmatch(owner) and NAME.fullmatch(repo):
         return hub_dir() / owner / repo
     return None
 
@@ -381,14 +269,14 @@ def _hub_names() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(f"{p.parent.name}/{p.name}" for p in root.glob("*/*")
-                  if folder_for(f"{p.parent.name}/{p.name}") == p and (p / "config.json").is_file())
+                  if folder_for(f"{p.parent.name}/{p.name}") == p and (p / CONFIG_FILE).is_file())
 
 
 def _local_names() -> list[str]:
     root = models_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / CONFIG_FILE).is_file())
 
 
 def model_names() -> list[str]:
@@ -400,7 +288,7 @@ def model_names() -> list[str]:
 def model_config(name: str) -> ModelConfig:
     """A model's config, read without loading (or converting) its weights."""
     folder = folder_for(name)
-    if folder is not None and (folder / "config.json").is_file():
+    if folder is not None and (folder / CONFIG_FILE).is_file():
         return load_config(folder)
     if name in BUILTIN:
         return BUILTIN[name].config
@@ -424,7 +312,9 @@ def model_folder(name: str) -> Path:
     if name not in BUILTIN:
         raise _unknown(name)
     entry = BUILTIN[name]
-    return _write_converted(folder, entry.config, entry.load_state(), where=f"the {name} weights")
+    with _converting():
+        state = entry.load_state()
+    return _write_converted(folder, entry.config, state, where=f"the {name} weights")
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -435,7 +325,7 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     """
     folder = model_folder(name)
     try:
-        config, generator = load_model(folder, device)
+        config, generator = from_pretrained(folder, device)
     except ModelFolderError as e:
         raise ModelUnavailable(str(e)) from None
     return LoadedModel(name, config, generator, folder)

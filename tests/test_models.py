@@ -1,10 +1,15 @@
-"""DCGAN networks: shapes, conditioning, configuration checks."""
+"""DCGAN networks: shapes, conditioning, configuration checks, the family's face."""
+
+import re
+import tokenize
+from pathlib import Path
 
 import pytest
 import torch
 
-from studio.models import build_discriminator, build_generator
 from studio.models.dcgan import RESOLUTIONS, DCGANConfig, Discriminator, Generator
+from studio.models.face import DiscriminatorFace, GeneratorFace
+from studio.models.folder import ModelConfig, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
@@ -64,7 +69,59 @@ def test_invalid_configs_are_refused(bad: dict, message: str) -> None:
 
 def test_registry_builds_by_name_and_refuses_unknown() -> None:
     kwargs = {"resolution": 32, "z_dim": 8, "base_width": 4}
-    assert isinstance(build_generator("dcgan", kwargs), Generator)
-    assert isinstance(build_discriminator("dcgan", kwargs), Discriminator)
+    assert isinstance(build_generator(ModelConfig("dcgan", kwargs)), Generator)
+    assert isinstance(build_discriminator(ModelConfig("dcgan", kwargs)), Discriminator)
     with pytest.raises(ValueError, match="unknown architecture 'stylegan9'"):
-        build_generator("stylegan9", kwargs)
+        build_generator(ModelConfig("stylegan9", kwargs))
+
+
+def test_the_generator_face_reads_the_layer_that_takes_z() -> None:
+    torch.manual_seed(0)
+    config = DCGANConfig(resolution=32, z_dim=8, base_width=4, num_classes=3)
+    g = Generator(config).eval()
+    assert isinstance(g, GeneratorFace) and g.num_style_layers == 0
+    first = g.blocks[0][0].weight  # [z_dim + classes, widest, 4, 4]
+    weight = g.latent_weight()
+    assert weight.shape == (8, 16 * 4 * 4)  # one row per latent dimension, the class rows left out
+    assert torch.equal(weight, first[:8].flatten(1))
+    z, c = torch.randn(5, 8), torch.eye(3)[[0, 1, 2, 0, 1]]
+    with torch.no_grad():
+        features = g.latent_features(z, c)
+        assert torch.equal(features, g.blocks[0](torch.cat([z, c], 1)[:, :, None, None]).flatten(1))
+        assert not torch.equal(features, g.latent_features(z, torch.eye(3)[[1, 2, 0, 1, 2]]))  # the class is read
+    with pytest.raises(ValueError, match="class-conditional"):
+        g.latent_features(z, None)
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_freezable_blocks_run_coarse_to_fine_and_leave_out_the_output_layers(resolution: int) -> None:
+    config = DCGANConfig(resolution=resolution, z_dim=8, base_width=4, num_classes=2)
+    g, d = Generator(config), Discriminator(config)
+    assert isinstance(d, DiscriminatorFace)
+    upsamplings = config.num_upsamplings
+    assert len(g.freezable_blocks()) == len(d.freezable_blocks()) == upsamplings
+    x = torch.randn(2, 8 + 2, 1, 1)
+    for i, block in enumerate(g.freezable_blocks()):
+        x = block(x)
+        assert x.shape[-1] == 4 * 2**i  # the 4x4 block first, each later one doubles the side
+    frozen = {id(p) for block in g.freezable_blocks() for p in block.parameters()}
+    assert frozen == {id(p) for p in g.parameters()} - {id(p) for p in g.to_rgb.parameters()}
+    frozen = {id(p) for block in d.freezable_blocks() for p in block.parameters()}
+    head = [*d.head.parameters(), *d.embed.parameters()]
+    assert frozen == {id(p) for p in d.parameters()} - {id(p) for p in head}
+
+
+def test_nothing_outside_models_names_a_networks_blocks() -> None:
+    """Code outside studio/models asks the family's face; it never reaches into ``.blocks`` or their tensors."""
+    studio = Path(__file__).resolve().parents[1] / "studio"
+    reaching = []
+    for path in sorted(studio.rglob("*.py")):
+        if (studio / "models") in path.parents:
+            continue
+        with open(path, "rb") as f:
+            for token in tokenize.tokenize(f.readline):
+                named = token.type == tokenize.NAME and token.string == "blocks"
+                keyed = token.type == tokenize.STRING and re.search(r"\bblocks\.[\d{]", token.string)
+                if named or keyed:
+                    reaching.append(f"{path.relative_to(studio.parent)}:{token.start[0]}: {token.line.strip()}")
+    assert not reaching, "\n".join(reaching)

@@ -24,7 +24,7 @@ def test_a_concurrent_reader_always_finds_one_whole_version(tmp_path: Path) -> N
     def read() -> None:
         while not stop.is_set():
             try:
-                real = folder.resolve()  # as checkpoint.load_model does: one version for both files
+                real = folder.resolve()  # as folder.from_pretrained does: one version for both files
                 version = int((real / "config.json").read_text().split(":")[1].rstrip("}"))
                 weights = (real / "model.safetensors").read_bytes()
             except FileNotFoundError as e:

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from studio import train, zoo
 from studio.augment import diff_augment
-from studio.checkpoint import load_config
+from studio.models.folder import load_config
 
 
 def synthetic_set(n: int = 32, resolution: int = 32) -> torch.Tensor:
@@ -92,7 +92,7 @@ def test_resolution_mismatch_and_bad_settings_are_refused(tiny: str) -> None:
         train.finetune(config(tiny, "x"), synthetic_set(resolution=64))
     with pytest.raises(ValueError, match="unknown loss"):
         config(tiny, "x", loss="mse")
-    with pytest.raises(ValueError, match="bad model name"):
+    with pytest.raises(ValueError, match="is not a usable model name"):
         config(tiny, "../evil")
     with pytest.raises(ValueError, match=f"at most {train.MAX_STEPS:,} steps"):
         config(tiny, "x", steps=10**12)

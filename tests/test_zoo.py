@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from studio import engine, zoo
-from studio.checkpoint import load_config
+from studio.models.convert import ConversionError
+from studio.models.convert.tutorial_dcgan import sequential_dcgan_state
+from studio.models.folder import load_config
 from studio.latent import seed_latents
 from studio.media import to_uint8
 from tests.conftest import make_tiny_model, package_reference_generator
@@ -72,5 +74,5 @@ def test_unreadable_weights_say_what_to_install(home: Path, tmp_path: Path, monk
 
 
 def test_sequential_import_refuses_foreign_layouts() -> None:
-    with pytest.raises(zoo.ModelUnavailable, match="not a sequential DCGAN"):
-        zoo.sequential_dcgan_state({"net.0.weight": torch.zeros(1, 1, 4, 4)})
+    with pytest.raises(ConversionError, match="not a sequential DCGAN"):
+        sequential_dcgan_state({"net.0.weight": torch.zeros(1, 1, 4, 4)})

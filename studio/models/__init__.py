@@ -1,9 +1,12 @@
-"""Network definitions, looked up by the architecture name stored in a model folder's config."""
+"""Everything about networks: the families, the model folder, and converters from other layouts.
+
+A family is looked up by the architecture name a model folder's config records. Its networks offer
+the face in ``studio.models.face``, so that nothing outside this package reaches into their layers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
@@ -12,7 +15,13 @@ from studio.models import dcgan
 
 @dataclass(frozen=True)
 class Architecture:
-    """The classes that make up one architecture family."""
+    """The classes that make up one architecture family.
+
+    Attributes:
+        config: The family's frozen config dataclass (offers ``face.ArchConfig``).
+        generator: Built from a config; offers ``face.GeneratorFace``.
+        discriminator: Built from a config; offers ``face.DiscriminatorFace``.
+    """
 
     config: type
     generator: type[nn.Module]
@@ -30,15 +39,3 @@ def architecture(name: str) -> Architecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
-
-
-def build_generator(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    """Build an untrained generator of architecture ``name`` from its config keyword arguments."""
-    arch = architecture(name)
-    return arch.generator(arch.config(**kwargs))
-
-
-def build_discriminator(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    """Build an untrained discriminator of architecture ``name`` from its config keyword arguments."""
-    arch = architecture(name)
-    return arch.discriminator(arch.config(**kwargs))

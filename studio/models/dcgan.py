@@ -59,8 +59,10 @@ class Generator(nn.Module):
 
     ``blocks[0]`` reads the latent through a 4x4 transposed convolution; each later block doubles the
     side; ``to_rgb`` makes the image. A conditional generator concatenates the class vector to z, so a
-    fractional class vector (a blend) is a valid input.
+    fractional class vector (a blend) is a valid input. Offers ``face.GeneratorFace``.
     """
+
+    num_style_layers = 0  # the latent enters once, through blocks[0]
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
@@ -92,14 +94,30 @@ class Generator(nn.Module):
         Returns:
             Images ``[N, channels, resolution, resolution]`` in [-1, 1].
         """
+        x = self._input(z, c)
+        for block in self.blocks:
+            x = block(x)
+        return self.to_rgb(x)
+
+    def _input(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """What ``blocks[0]`` reads: z, with the class vector after it if conditional ``[N, z_dim + K, 1, 1]``."""
         if self.config.num_classes:
             if c is None:
                 raise ValueError("this generator is class-conditional: pass a class vector")
             z = torch.cat([z, c.to(z.dtype)], dim=1)
-        x = z[:, :, None, None]  # [N, z_dim + num_classes, 1, 1]
-        for block in self.blocks:
-            x = block(x)
-        return self.to_rgb(x)
+        return z[:, :, None, None]
+
+    def latent_weight(self) -> torch.Tensor:
+        """The first convolution's rows that read z ``[z_dim, widest * 4 * 4]`` (the class rows left out)."""
+        return self.blocks[0][0].weight[: self.config.z_dim].flatten(1)
+
+    def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The first block's output ``[N, widest * 4 * 4]``; ``c`` is ignored by an unconditional generator."""
+        return self.blocks[0](self._input(z, c)).flatten(1)
+
+    def freezable_blocks(self) -> list[nn.Module]:
+        """The hidden blocks from the 4x4 one on (``to_rgb`` is never frozen)."""
+        return list(self.blocks)
 
 
 class Discriminator(nn.Module):
@@ -109,7 +127,7 @@ class Discriminator(nn.Module):
     product between the class vector's embedding and the image features. Unlike concatenating the
     label as extra input channels it adds no parameters to every layer, it is the method that trains
     most stably in the conditional-GAN literature, and being linear in the class vector it judges a
-    blend of classes consistently with how the generator reads one.
+    blend of classes consistently with how the generator reads one. Offers ``face.DiscriminatorFace``.
     """
 
     def __init__(self, config: DCGANConfig) -> None:
@@ -150,3 +168,7 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass a class vector")
             out = out + (self.embed(c.to(h.dtype)) * h).sum(dim=1)
         return out
+
+    def freezable_blocks(self) -> list[nn.Module]:
+        """The blocks from the image's side down to 4x4 (the head and class embedding are never frozen)."""
+        return list(self.blocks)

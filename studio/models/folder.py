@@ -1,11 +1,14 @@
-"""The model folder: ``config.json`` + ``model.safetensors``, the one format used everywhere.
+"""The model folder: ``config.json`` + ``model.safetensors``, the one way a model is saved and opened.
 
-Only safetensors is ever written or read here, so opening a model folder never runs pickled code.
+``save_pretrained`` writes one and ``from_pretrained`` opens one, wherever it came from (a built-in
+model's conversion, the Hub, a fine-tune). Only safetensors is ever written or read here, so opening a
+model folder never runs pickled code.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from studio import models
+from studio.models import architecture
+from studio.models.face import ArchConfig
 from studio.storage import atomic_write, atomic_write_bytes
 
 CONFIG_FILE = "config.json"
@@ -26,13 +30,18 @@ class ModelFolderError(ValueError):
     """A model folder is missing, unreadable or does not match its config."""
 
 
+class ArchitectureError(ValueError):
+    """A config names an unknown architecture, or arguments its architecture refuses."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything ``config.json`` records about a model.
 
     Attributes:
         architecture: Key into ``studio.models.ARCHITECTURES``.
-        arch: Keyword arguments of the architecture's config dataclass.
+        arch: The architecture's own frozen config (e.g. ``DCGANConfig``); given as a dict of its
+            keyword arguments (as JSON holds it), it is built from them.
         class_names: One name per class of a conditional model, in class-vector order.
         title: Human-readable name.
         description: What the model draws and what it was trained on.
@@ -40,10 +49,14 @@ class ModelConfig:
         author: Who trained the weights.
         source: Where the weights came from.
         lineage: How a fine-tuned model was made: base model, dataset, steps, losses, SWD.
+
+    Raises:
+        ArchitectureError: Unknown architecture, or ``arch`` arguments it refuses.
+        ModelFolderError: The class names do not match the number of classes.
     """
 
     architecture: str
-    arch: dict[str, Any]
+    arch: ArchConfig
     class_names: tuple[str, ...] = ()
     title: str = ""
     description: str = ""
@@ -53,29 +66,37 @@ class ModelConfig:
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        try:
+            kind = architecture(self.architecture)
+            arch = kind.config(**self.arch) if isinstance(self.arch, Mapping) else self.arch
+        except (ValueError, TypeError) as e:
+            raise ArchitectureError(str(e)) from None
+        if not isinstance(arch, kind.config):
+            raise ArchitectureError(f"the config of a {self.architecture} model is a {kind.config.__name__} or a "
+                                    f"dict of its fields, not {type(arch).__name__}")
+        object.__setattr__(self, "arch", arch)
         object.__setattr__(self, "class_names", tuple(self.class_names))
-        num_classes = self.arch.get("num_classes", 0)
-        if self.class_names and len(self.class_names) != num_classes:
-            raise ModelFolderError(f"config lists {len(self.class_names)} class names for {num_classes} classes")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ModelFolderError(f"config lists {len(self.class_names)} class names for {self.num_classes} classes")
 
     @property
     def resolution(self) -> int:
         """Output side in pixels."""
-        return int(self.arch["resolution"])
+        return int(self.arch.resolution)
 
     @property
     def z_dim(self) -> int:
         """Latent size."""
-        return int(self.arch["z_dim"])
+        return int(self.arch.z_dim)
 
     @property
     def num_classes(self) -> int:
         """Number of classes; 0 for an unconditional model."""
-        return int(self.arch.get("num_classes", 0))
+        return int(self.arch.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document; ``resolution`` and ``z_dim`` are repeated at the top for other readers."""
-        d = asdict(self)
+        d = asdict(self)  # the architecture's config becomes the dict of its fields
         d["class_names"] = list(self.class_names)
         return {"resolution": self.resolution, "z_dim": self.z_dim, **d}
 
@@ -87,11 +108,16 @@ class ModelConfig:
 
 
 def build_generator(config: ModelConfig) -> nn.Module:
-    """An untrained generator for ``config``."""
-    return models.build_generator(config.architecture, config.arch)
+    """An untrained generator for ``config`` (offers ``face.GeneratorFace``)."""
+    return architecture(config.architecture).generator(config.arch)
 
 
-def save_model(folder: Path, config: ModelConfig, generator: nn.Module) -> None:
+def build_discriminator(config: ModelConfig) -> nn.Module:
+    """An untrained discriminator for ``config`` (offers ``face.DiscriminatorFace``)."""
+    return architecture(config.architecture).discriminator(config.arch)
+
+
+def save_pretrained(folder: Path, config: ModelConfig, generator: nn.Module) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``folder``, each atomically."""
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
@@ -101,34 +127,37 @@ def save_model(folder: Path, config: ModelConfig, generator: nn.Module) -> None:
 
 
 def load_config(folder: Path) -> ModelConfig:
-    """Read a model folder's ``config.json``."""
+    """Read a model folder's ``config.json``.
+
+    Raises:
+        ModelFolderError: No config, one that is no valid JSON config, or one that describes no buildable model.
+    """
     path = Path(folder) / CONFIG_FILE
     try:
         return ModelConfig.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ModelFolderError(f"{folder} is not a model folder: it has no {CONFIG_FILE}") from None
+    except ArchitectureError as e:
+        raise ModelFolderError(f"{path} describes no buildable model: {e}") from None
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
         raise ModelFolderError(f"{path} is not a valid model config: {e}") from None
 
 
-def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[ModelConfig, nn.Module]:
-    """Load a model folder's config and generator (in eval mode) onto ``device``.
+def from_pretrained(folder: Path, device: str | torch.device = "cpu") -> tuple[ModelConfig, nn.Module]:
+    """Open a model folder: its config and generator (in eval mode) on ``device``.
 
     Raises:
-        ModelFolderError: The folder lacks a file, or a tensor is missing, unexpected or mis-shaped;
-            the message names the tensor.
+        ModelFolderError: The folder lacks a file, its config describes no buildable model, or a tensor
+            is missing, unexpected or mis-shaped; the message names the tensor.
     """
     # Resolved once: a folder swapped meanwhile (storage.swap_dir) still gives config and weights of one version.
     folder = Path(folder).resolve()
     config = load_config(folder)
     weights = folder / WEIGHTS_FILE
-    try:
-        # Built on the meta device first, the network takes no memory: a config that asks for a huge
-        # network, or weights that do not fit it, are refused from the file's header alone.
-        with torch.device("meta"):
-            skeleton = build_generator(config)
-    except (ValueError, TypeError) as e:
-        raise ModelFolderError(f"{folder / CONFIG_FILE} describes no buildable model: {e}") from None
+    # Built on the meta device first, the network takes no memory: a config that asks for a huge
+    # network, or weights that do not fit it, are refused from the file's header alone.
+    with torch.device("meta"):
+        skeleton = build_generator(config)
     if not weights.is_file():
         raise ModelFolderError(f"{folder} has no {WEIGHTS_FILE}")
     try:
@@ -158,21 +187,3 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: s
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise ModelFolderError(f"{where} has unexpected tensor {unexpected[0]!r}")
-
-
-def save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write tensors and JSON-able metadata as one safetensors file, atomically (training checkpoints)."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = {"json": json.dumps(meta)}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
-
-
-def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a ``save_state`` file: its tensors and metadata."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("json", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise ModelFolderError(f"{path} is not a readable training state: {e}") from None
-    return tensors, meta

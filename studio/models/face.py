@@ -1,0 +1,55 @@
+"""The face every network family shows the rest of the studio.
+
+Nothing outside ``studio.models`` reaches into a network's layers: semantic directions, fine-tuning
+and the zoo ask a generator or discriminator for what they need through these few members, so a
+new family (StyleGAN2 next) plugs in by offering them too.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class ArchConfig(Protocol):
+    """What the studio reads from any architecture's frozen config dataclass."""
+
+    resolution: int  # output side in pixels
+    z_dim: int  # latent size
+    num_classes: int  # 0 for an unconditional model
+
+
+@runtime_checkable
+class GeneratorFace(Protocol):
+    """A generator: ``generator(z [N, z_dim], c [N, K] or None) -> images [N, C, R, R]`` in [-1, 1].
+
+    Attributes:
+        num_style_layers: How many layers take a style input of their own (StyleGAN's per-layer w);
+            0 for a family whose latent enters once, like DCGAN.
+    """
+
+    num_style_layers: int
+
+    def latent_weight(self) -> torch.Tensor:
+        """The rows of the layer that reads z, one per latent dimension ``[z_dim, F]`` (for SeFa)."""
+        ...
+
+    def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """That layer's output for ``z`` (and class vectors ``c``), flattened ``[N, F]`` (for GANSpace PCA)."""
+        ...
+
+    def freezable_blocks(self) -> list[nn.Module]:
+        """The network's blocks from coarse to fine; fine-tuning freezes the first k."""
+        ...
+
+
+@runtime_checkable
+class DiscriminatorFace(Protocol):
+    """A discriminator: ``discriminator(images, c or None) -> logits [N]``."""
+
+    def freezable_blocks(self) -> list[nn.Module]:
+        """The network's blocks from fine (the image) to coarse; fine-tuning freezes the first k (FreezeD)."""
+        ...
