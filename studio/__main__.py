@@ -10,7 +10,7 @@ from pathlib import Path
 
 from studio import latent, zoo
 from studio import recipe as recipe_mod
-from studio.bench import add_parser as add_bench_parser
+from studio.bench_parser import add_parser as add_bench_parser
 
 
 class UsageError(Exception):

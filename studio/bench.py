@@ -51,116 +51,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from studio import directions, loadtest, media, zoo
+from studio import directions, media, zoo
 from studio.engine import Engine, default_device, generate_unbatched, prepare, run_generator
 from studio.sampling import Request, request_inputs
+from studio.storage import temporary_home
 from studio.zoo import LoadedModel
 
 CEILING_BATCH = 64
 
 
-def _client_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"bad client counts {text!r}: write positive integers like 1,4,16")
-    return counts
-
-
-def _model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``bench`` and its ``engine`` benchmark on the studio's sub-command parser."""
-    bench = sub.add_parser("bench", help="measure performance", description="Performance benchmarks.")
-    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    p = kinds.add_parser(
-        "engine",
-        help="naive vs batched-engine throughput and latency",
-        description="Throughput and latency of single-image clients served naively (one at a time, "
-        "behind a lock) and by the batched engine, against a batch-64 ceiling; plus roofline figures.",
-    )
-    _model_arguments(p)
-    p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client counts (default 1,4,16)")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
-    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.set_defaults(func=cmd_bench_engine)
-
-    p = kinds.add_parser("forward", help="ms per image at several batch sizes",
-                         description="Median milliseconds per image of forward passes at each batch size.")
-    _model_arguments(p)
-    p.add_argument("--batches", type=_client_counts, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
-    p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
-    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
-    p.set_defaults(func=cmd_bench_forward)
-
-    p = kinds.add_parser("png", help="CPU ms and KiB per drawn image's PNG: Pillow's default vs the studio's",
-                         description="Median CPU milliseconds and mean kilobytes per image of PNG-encoding the "
-                         "model's images (one per seed), with Pillow's default deflate and with the options "
-                         "the studio writes drawn images with.")
-    _model_arguments(p)
-    p.add_argument("--images", type=int, default=64, help="images (seeds 0..N-1, default 64)")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes over the images (default 5)")
-    p.set_defaults(func=cmd_bench_png)
-
-    p = kinds.add_parser("sliders", help="one slider move vs one plain forward pass; direction compute times",
-                         description="p50/p95 of one slider move (request to image, through the engine) against "
-                         "one plain batch-1 forward pass, and the time to compute SeFa and PCA directions.")
-    _model_arguments(p)
-    p.add_argument("--moves", type=int, default=60, help="slider moves to time (default 60)")
-    p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
-    p.set_defaults(func=cmd_bench_sliders)
-
-    p = kinds.add_parser("finetune", help="seconds per fine-tuning step and images per second",
-                         description="Median seconds per fine-tuning step (one D and one G step) and images per "
-                         "second on random images at the model's resolution, with a full-width fresh "
-                         "discriminator and with the quick preset.")
-    _model_arguments(p)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per setting (default 5)")
-    p.set_defaults(func=cmd_bench_finetune)
-
-    p = kinds.add_parser("responsive", help="generation latency while a fine-tune job runs",
-                         description="p50/p95 of single-image requests through the engine, first alone, then "
-                         "while a quick-preset fine-tune of the model runs in its worker process (on a "
-                         "random 64-image set in a temporary studio home).")
-    _model_arguments(p)
-    p.add_argument("--requests", type=int, default=60, help="requests timed in each phase (default 60)")
-    p.set_defaults(func=cmd_bench_responsive)
-
-    p = kinds.add_parser("export", help="generation latency while long animation exports run",
-                         description="p50/p95 of single-image requests through the engine, first alone, then "
-                         "while one and two long MP4 exports (4x enlarged) draw through the same engine; "
-                         "with each figure's ratio to the idle one and the exports' frames per second.")
-    _model_arguments(p)
-    p.add_argument("--requests", type=int, default=100, help="requests timed in each phase (default 100)")
-    p.add_argument("--frames", type=int, default=480, help="frames of each export (default 480)")
-    p.set_defaults(func=cmd_bench_export)
-
-    p = kinds.add_parser("dedup", help="near-duplicate rule: false merges of distinct works, copies caught",
-                         description="False merges (distinct works sharing a composition flagged as near "
-                         "duplicates: the model's seeds under each of its classes, and procedural drawings in "
-                         "several palettes) and recall (JPEG re-encodes, +-10% brightness, 1-pixel shifts "
-                         "caught) of the luminance-only rule and of the structure-and-colour rule.")
-    _model_arguments(p)
-    p.add_argument("--seeds", type=int, default=16, help="seeds drawn under every class (default 16)")
-    p.add_argument("--compositions", type=int, default=16, help="procedural compositions (default 16)")
-    p.add_argument("--palettes", type=int, default=6, help="palettes per composition (default 6)")
-    p.set_defaults(func=cmd_bench_dedup)
-
-    p = kinds.add_parser("startup", help="seconds from python app.py to the first image in Chromium",
-                         description="Launch the studio (python app.py) and time until a real Chromium shows "
-                         "the first image; cold runs start from an empty studio home (weights converted "
-                         "first), warm runs reuse it. Needs the development requirements (playwright) and "
-                         "Debian's chromium.")
-    p.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
-    p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
-    p.set_defaults(func=cmd_bench_startup)
-
-    loadtest.add_parser(kinds)
 
 
 def matmul_gflop_s(n: int = 2048, repeats: int = 7, device: torch.device | str = "cpu") -> float:
@@ -460,8 +359,7 @@ def cmd_bench_responsive(args: argparse.Namespace) -> None:
         times = [_timed(lambda s=s: engine.generate(Request(args.model, (s,)))) for s in range(args.requests)]
         return _percentiles_ms(times)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["STUDIO_HOME"] = tmp  # the job's worker inherits it
+    with tempfile.TemporaryDirectory() as tmp, temporary_home(Path(tmp)):  # the job's worker inherits it
         resolution = zoo.model_config(args.model).resolution
         rng = np.random.default_rng(0)
         images = [(f"art{i}.png", media.png_bytes(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)))

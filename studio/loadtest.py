@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import multiprocessing as mp
 import os
 import queue
@@ -36,7 +35,7 @@ from PIL import Image
 
 from studio import zoo
 from studio.recipe import PNG_KEY, Recipe, request_for
-from studio.storage import atomic_write_bytes, studio_home
+from studio.storage import atomic_write_bytes, studio_home, temporary_home
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180.0
@@ -382,17 +381,18 @@ def bench_api(model: str, clients: list[int], seconds: float, processes: int, ho
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-api-") as tmp:
         home = home or Path(tmp) / "home"
-        os.environ["STUDIO_HOME"] = str(home)  # the CLI images come from the same model folder
-        with Engine() as engine:  # loads (and converts, in a new home) the model before the server starts
-            template = template_for(model, engine.cache.get(model).weights_sha256)
-        result: dict = {"model": model, "home": "temporary" if home.is_relative_to(tmp) else str(home), "runs": []}
-        with launched_studio(home, Path(tmp) / "studio.log") as (url, pid):
-            drive(Plan(url, template, 0, 1.0), 1, 1, pid)  # loads the model into the server's engine
-            for i, n in enumerate(clients):
-                run, tally = drive(Plan(url, template, (i + 1) * RUN_SEEDS, seconds), n, processes, pid)
-                verify(run, tally, template)
-                result["runs"].append(run)
-                print(format_table([run], header=i == 0), flush=True)
+        with temporary_home(home):  # the CLI images come from the same model folder
+            with Engine() as engine:  # loads (and converts, in a new home) the model before the server starts
+                template = template_for(model, engine.cache.get(model).weights_sha256)
+            result: dict = {"model": model, "home": "temporary" if home.is_relative_to(tmp) else str(home),
+                            "runs": []}
+            with launched_studio(home, Path(tmp) / "studio.log") as (url, pid):
+                drive(Plan(url, template, 0, 1.0), 1, 1, pid)  # loads the model into the server's engine
+                for i, n in enumerate(clients):
+                    run, tally = drive(Plan(url, template, (i + 1) * RUN_SEEDS, seconds), n, processes, pid)
+                    verify(run, tally, template)
+                    result["runs"].append(run)
+                    print(format_table([run], header=i == 0), flush=True)
     return result
 
 
@@ -425,37 +425,3 @@ def cmd_bench_api(args: argparse.Namespace) -> None:
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
-
-
-def _positive(kind: type) -> object:
-    """An argparse type: a number of ``kind`` above zero."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if not (value > 0 and math.isfinite(value)):  # also refuses NaN and infinity
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
-def add_parser(kinds: argparse._SubParsersAction) -> None:
-    """Register ``bench api`` on the bench's sub-command parser."""
-    from studio.bench import _client_counts, _model_arguments  # bench imports this module first
-
-    p = kinds.add_parser(
-        "api", help="a launched studio under many gradio_client clients, end to end",
-        description="Launch the studio and call its /draw API from separate client processes (several client "
-        "threads each, a Client per thread) for each client count. Prints img/s, latency p50/p95, errors, busy "
-        "refusals, mismatches (images that differ from the command line's for their seed, out of those "
-        "checked), the server's CPU ms per image and the engine's own throughput in the same run.")
-    _model_arguments(p)
-    p.add_argument("--clients", type=_client_counts, default=[16, 64], help="client counts (default 16,64)")
-    p.add_argument("--seconds", type=_positive(float), default=20.0, help="duration of each run (default 20)")
-    p.add_argument("--processes", type=_positive(int), default=4, help="client processes (default 4)")
-    p.add_argument("--current-home", action="store_true",
-                   help="serve from the current studio home ($STUDIO_HOME) instead of a temporary one")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.set_defaults(func=cmd_bench_api)
