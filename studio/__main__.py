@@ -231,17 +231,19 @@ def cmd_pull(args: argparse.Namespace) -> None:
 def cmd_push(args: argparse.Namespace) -> None:
     """Upload a model with a sample grid and a model card to the Hub, or write that upload to a folder."""
     from studio import hub
+    from studio.engine import Engine
 
     if args.dry_run != bool(args.out):
         raise UsageError("--dry-run and --out DIR go together: the dry run writes the upload into DIR")
     try:
-        if args.dry_run:
-            files = hub.write_upload(args.model, args.repo, Path(args.out))
-            print(f"wrote the upload of {args.model} as {args.repo} to {args.out}: {', '.join(files)}; "
-                  f"nothing was sent")
-        else:
-            url = hub.push(args.model, args.repo, os.environ.get("HF_TOKEN"), private=args.private)
-            print(f"pushed {args.model} to {url}")
+        with Engine(timeout_s=24 * 3600) as engine:
+            if args.dry_run:
+                files = hub.write_upload(engine, args.model, args.repo, Path(args.out))
+                print(f"wrote the upload of {args.model} as {args.repo} to {args.out}: {', '.join(files)}; "
+                      f"nothing was sent")
+            else:
+                url = hub.push(engine, args.model, args.repo, os.environ.get("HF_TOKEN"), private=args.private)
+                print(f"pushed {args.model} to {url}")
     except hub.HubError as e:
         raise UsageError(str(e)) from None
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from studio import zoo
-from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.media import to_uint8
+from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.sampling import Request, request_inputs
 from studio.spaces_gpu import gpu
 from studio.zoo import LoadedModel

@@ -19,7 +19,7 @@ from torch import nn
 
 from studio import bench, zoo
 from studio import engine as engine_module
-from studio.checkpoint import ModelConfig, build_generator
+from studio.models.folder import ModelConfig, build_generator
 from studio.engine import (
     BUSY_MESSAGE, Engine, EngineBusy, EngineClosed, EngineTimeout, GenerationError, ModelCache, Request,
     default_device, generate_unbatched, model_bytes, prepare,
