@@ -20,8 +20,9 @@ def engine(tiny: str) -> Iterator[Engine]:
         yield e
 
 
-def keys(*seeds: int) -> list[str]:
-    return [Recipe("tiny", "", s, {"cat": 1.0, "fox": 3.0} if s % 2 else {"dog": 1.0}, 0.7, "sefa",
+def keys(*seeds: int, sha: str = "") -> list[str]:
+    """Keyframes as Explore adds them (naming the weights they were drawn with, when ``sha`` is given)."""
+    return [Recipe("tiny", sha, s, {"cat": 1.0, "fox": 3.0} if s % 2 else {"dog": 1.0}, 0.7, "sefa",
                    {0: 1.0} if s == 3 else {}).to_json() for s in seeds]
 
 
@@ -43,7 +44,8 @@ def test_the_plan_names_the_file_by_every_setting_and_checks_the_size(engine: En
 
 def test_a_preview_shows_evenly_spaced_frames_and_a_repeat_is_the_same_file(engine: Engine) -> None:
     exports = AnimationFiles()
-    plan = logic.plan(engine, keys(1, 2, 3), "slerp", 40, "linear", True, 12, 1, ".gif")  # 120 frames
+    sha = engine.model("tiny").weights_sha256
+    plan = logic.plan(engine, keys(1, 2, 3, sha=sha), "slerp", 40, "linear", True, 12, 1, ".gif")  # 120 frames
     path, gallery = logic.preview(engine, exports, plan)
     assert Path(path).is_file() and len(gallery) == 40 <= logic.PREVIEW_FRAMES  # one frame in 3
     assert [caption for _, caption in gallery][:2] == ["key 1", "4"]
@@ -53,7 +55,8 @@ def test_a_preview_shows_evenly_spaced_frames_and_a_repeat_is_the_same_file(engi
 
 
 def test_the_keyframe_strip_draws_each_keyframe_with_its_caption(engine: Engine) -> None:
-    strip = logic.keyframe_strip(engine, ImageFiles(), keys(1, 2))
+    files = ImageFiles()  # its folder goes with it
+    strip = logic.keyframe_strip(engine, files, keys(1, 2))
     assert [caption for _, caption in strip] == ["1 · seed 1 · cat 25% fox 75% · ψ 0.7", "2 · seed 2 · dog · ψ 0.7"]
     assert all(Path(path).is_file() for path, _ in strip)
     summary = logic.summary_markdown([Recipe.from_json(t) for t in keys(1, 2)], 4, True, 12, 2, engine.config)
