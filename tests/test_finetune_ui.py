@@ -1,7 +1,7 @@
 """The Fine-tune tab's progress line, without a browser."""
 
 from studio import jobs
-from studio.ui.finetune import progress_html
+from studio.ui.finetune_logic import progress_html
 
 
 def running(eta_s: float) -> dict:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from studio.recipe import Recipe, read_recipe
-from studio.ui.explore import ImageFiles
+from studio.ui.files import ImageFiles
 
 
 def test_files_carry_their_recipe_and_are_pruned_to_the_newest() -> None:

@@ -19,8 +19,7 @@ from PIL import Image
 
 from studio import limits
 from studio.ui import launch
-from studio.ui.explore import ImageFiles
-from studio.ui.interpolate import AnimationFiles
+from studio.ui.files import AnimationFiles, ImageFiles
 from studio.ui.scratch import scratch_root
 from studio.loadtest import free_port
 from tests.conftest import make_tiny_model
@@ -127,7 +126,7 @@ def test_folders_of_a_studio_that_died_are_removed_by_the_next(private_temp: Pat
 
 
 def test_scratch_folders_are_removed_when_the_studio_exits(private_temp: Path) -> None:
-    code = "from studio.ui.explore import ImageFiles; files = ImageFiles(); print(files.folder)"
+    code = "from studio.ui.files import ImageFiles; files = ImageFiles(); print(files.folder)"
     env = {**os.environ, "TMPDIR": str(private_temp)}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
