@@ -354,7 +354,7 @@ def _beat(folder: Path) -> None:
         time.sleep(HEARTBEAT_S)
 
 
-def main() -> None:
+def worker_main() -> None:
     """``python -m studio.jobs JOB_DIR``: the worker process entry point."""
     folder = Path(sys.argv[1])
     # A thread, not the training loop: one step (or loading the data) can take longer than a beat.
@@ -363,4 +363,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    worker_main()
