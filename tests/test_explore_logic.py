@@ -118,7 +118,7 @@ def test_keyframes_and_favourites_have_limits_in_words() -> None:
 
 
 def test_slider_names_are_kept_in_the_model_folder(engine: Engine) -> None:
-    logic.rename_slider(engine, "tiny", "sefa", 2, "  smile ")
+    logic.name_slider(engine, "tiny", "sefa", 2, "  smile ")
     assert logic.slider_labels(engine, "tiny", "sefa", 4) == ["direction 0", "direction 1", "smile", "direction 3"]
     assert logic.slider_labels(engine, "tiny", "pca", 3)[2] == "direction 2"
 

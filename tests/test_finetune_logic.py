@@ -35,18 +35,18 @@ def test_slugs_are_names_the_one_name_rule_accepts(text: str) -> None:
 
 def test_prepare_makes_the_owners_data_set_and_refuses_a_second_one(manager: jobs.JobManager, tmp_path: Path) -> None:
     files = noise_artworks(tmp_path, 4)
-    made = logic.prepare(files, "my prints", 32, False, ALICE)
+    made = logic.prepare_data_set(files, "my prints", 32, False, ALICE)
     assert made.name == "my-prints" and made.report.startswith("**4 kept**, 0 rejected")
     assert made.contact is not None and made.contact.ndim == 3
     assert data.list_datasets() == [dataset_name(ALICE, "my-prints")]
     with pytest.raises(ValueError, match="You have a data set called 'my-prints' already \\(4 images\\)"):
-        logic.prepare(files, "my-prints", 32, False, ALICE)
+        logic.prepare_data_set(files, "my-prints", 32, False, ALICE)
     with pytest.raises(ValueError, match="Drop some artworks"):
-        logic.prepare([], "x", 32, False, ALICE)
+        logic.prepare_data_set([], "x", 32, False, ALICE)
 
 
 def test_jobs_are_seen_and_acted_on_by_their_owner_only(manager: jobs.JobManager, tmp_path: Path) -> None:
-    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
     with pytest.raises(ValueError, match="Prepare a data set first"):
         logic.start(manager, "set", "tiny", "mine", False, "Custom", QUICK, BOB, shared=True)
     job_id = logic.start(manager, "set", "tiny", "", False, "Custom", QUICK, ALICE, shared=True)
@@ -65,7 +65,7 @@ def test_jobs_are_seen_and_acted_on_by_their_owner_only(manager: jobs.JobManager
 
 def test_an_existing_model_is_replaced_only_when_asked_and_only_by_its_maker(manager: jobs.JobManager,
                                                                             tmp_path: Path) -> None:
-    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
     with pytest.raises(ValueError, match="A model called 'tiny' exists already: choose another name, or tick"):
         logic.start(manager, "set", "tiny", "tiny", False, "Quick", {}, ALICE, shared=True)
     with pytest.raises(ValueError, match="was not made by you"):
@@ -73,7 +73,7 @@ def test_an_existing_model_is_replaced_only_when_asked_and_only_by_its_maker(man
 
 
 def test_only_a_jobs_own_checkpoints_can_be_saved(manager: jobs.JobManager, tmp_path: Path) -> None:
-    logic.prepare(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
     job_id = logic.start(manager, "set", "tiny", "out", False, "Custom", QUICK, ALICE, shared=True)
     folder = logic.checkpoints_dir(manager.get(job_id))
     folder.mkdir(parents=True)

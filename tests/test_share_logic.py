@@ -30,7 +30,7 @@ def test_the_dry_run_shows_the_upload_exactly(engine: Engine) -> None:
 def test_a_shared_studio_never_pushes_without_a_typed_token(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_server_secret")
     with pytest.raises(ValueError, match="a shared studio never pushes with its server's token"):
-        logic.push(engine, "tiny", "someone/tiny", False, "  ", shared=True)
+        logic.push_model(engine, "tiny", "someone/tiny", False, "  ", shared=True)
 
 
 def test_pulling_a_repository_that_is_not_there_says_so(engine: Engine, monkeypatch: pytest.MonkeyPatch,
@@ -38,4 +38,4 @@ def test_pulling_a_repository_that_is_not_there_says_so(engine: Engine, monkeypa
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(hub.HubError, match="nobody/nothing"):
-        logic.pull(engine, " nobody/nothing ", "", shared=True)
+        logic.load_from_hub(engine, " nobody/nothing ", "", shared=True)

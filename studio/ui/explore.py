@@ -170,7 +170,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     ui.blend_on.change(lambda on: (gr.update(visible=not on), gr.update(visible=on)), ui.blend_on,
                        [ui.class_name, ui.blend_group], queue=False, **PRIVATE)
     for i, (name_box, reset) in enumerate(zip(ui.names, ui.resets)):
-        rename = shown_to_user(lambda text, name, method, index=i: logic.rename_slider(engine, name, method, index,
+        rename = shown_to_user(lambda text, name, method, index=i: logic.name_slider(engine, name, method, index,
                                                                                         text))
         gr.on([name_box.submit, name_box.blur], rename, [name_box, ui.model, ui.method], None, **PRIVATE)
         settle(reset.click(lambda: 0.0, None, ui.sliders[i], queue=False, **PRIVATE))

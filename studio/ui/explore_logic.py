@@ -167,7 +167,7 @@ def slider_labels(engine: Engine, name: str, method: str, count: int) -> list[st
     return directions.slider_names(engine.model(name).folder, method, count)
 
 
-def rename_slider(engine: Engine, name: str, method: str, index: int, text: str) -> None:
+def name_slider(engine: Engine, name: str, method: str, index: int, text: str) -> None:
     """Keep the artist's name ``text`` for slider ``index`` in model ``name``'s folder."""
     directions.rename_slider(engine.model(name).folder, method, index, text)
 

@@ -115,7 +115,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
 
     @shown_to_user
     def prepare(files: list[str] | None, name: str, base: str, replace: bool, owner_id: str | None) -> list[Any]:
-        made = logic.prepare(files, name, engine.config(base).resolution, replace, owner_of(owner_id, shared))
+        made = logic.prepare_data_set(files, name, engine.config(base).resolution, replace, owner_of(owner_id, shared))
         return [made.report, made.name, gr.update(value=made.contact, visible=made.contact is not None)]
 
     ui.ingest.click(prepare, [ui.uploads, ui.data_name, ui.base, ui.replace_data, owner],

@@ -110,7 +110,7 @@ class Prepared:
     contact: np.ndarray | None
 
 
-def prepare(files: list[str] | None, name: str, resolution: int, replace: bool, owner: str | None) -> Prepared:
+def prepare_data_set(files: list[str] | None, name: str, resolution: int, replace: bool, owner: str | None) -> Prepared:
     """Ingest ``files`` as ``owner``'s data set ``name`` at ``resolution``, and describe what was kept and why not."""
     if not files:
         raise ValueError("Drop some artworks (images or zip archives) first.")

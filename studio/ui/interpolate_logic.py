@@ -82,7 +82,7 @@ def keyframe_strip(engine: Engine, files: ImageFiles, texts: list[str]) -> list[
 
 
 @dataclass(frozen=True)
-class Plan:
+class AnimationPlan:
     """An animation checked before any frame is drawn: its keyframes, path, file name and output side."""
 
     recipes: list[Recipe]
@@ -93,7 +93,7 @@ class Plan:
 
 
 def plan(engine: Engine, texts: list[str], mode: str, frames_per_segment: float, easing: str, loop: bool,
-         fps: float, scale: int, suffix: str) -> Plan:
+         fps: float, scale: int, suffix: str) -> AnimationPlan:
     """Check everything before drawing; the file is named by every setting, so a repeat is that very file."""
     recipes = recipes_of(texts)
     options = PathOptions(int(frames_per_segment), mode, easing, bool(loop))
@@ -103,17 +103,17 @@ def plan(engine: Engine, texts: list[str], mode: str, frames_per_segment: float,
     key = json.dumps([texts, mode, int(frames_per_segment), easing, bool(loop), fps, scale])
     name = f"{model}-{count}frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
     animation.check_export(Path(name), count, side, fps, scale * side)
-    return Plan(recipes, options, name.replace("/", "--"), fps, scale * side)
+    return AnimationPlan(recipes, options, name.replace("/", "--"), fps, scale * side)
 
 
-def write(engine: Engine, exports: AnimationFiles, chosen: Plan,
+def write(engine: Engine, exports: AnimationFiles, chosen: AnimationPlan,
           tap: Callable[[Iterator[np.ndarray]], Iterator[np.ndarray]] | None = None) -> str:
     """The animation's file, drawn and written unless it exists; ``tap`` sees the frames on their way."""
     frames = animation.draw_frames(engine, chosen.recipes, chosen.options)
     return exports.write(chosen.name, tap(frames) if tap else frames, chosen.fps, chosen.size)
 
 
-def preview(engine: Engine, exports: AnimationFiles, chosen: Plan) -> tuple[str, list[tuple[np.ndarray, str]]]:
+def preview(engine: Engine, exports: AnimationFiles, chosen: AnimationPlan) -> tuple[str, list[tuple[np.ndarray, str]]]:
     """The animation's GIF and at most ``PREVIEW_FRAMES`` of its frames, evenly spaced and captioned."""
     times = chosen.options.times(len(chosen.recipes))
     step = math.ceil(len(times) / PREVIEW_FRAMES)

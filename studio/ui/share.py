@@ -57,7 +57,7 @@ def build_share_tab(demo: gr.Blocks, engine: Engine, shared: bool = False) -> No
 
     @shown_to_user
     def pull(repo_id: str, revision: str) -> list[Any]:
-        loaded = logic.pull(engine, repo_id, revision, shared)
+        loaded = logic.load_from_hub(engine, repo_id, revision, shared)
         return [loaded.status, gr.update(choices=zoo.model_names(), value=loaded.name), loaded.sample, loaded.card]
 
     ui.pull.click(pull, [ui.pull_repo, ui.revision], [ui.pull_status, ui.model, ui.sample, ui.card],
@@ -71,7 +71,7 @@ def build_share_tab(demo: gr.Blocks, engine: Engine, shared: bool = False) -> No
 
     @shown_to_user
     def push(name: str, repo_id: str, is_private: bool, typed: str) -> str:
-        return logic.push(engine, name, repo_id, is_private, typed, shared)
+        return logic.push_model(engine, name, repo_id, is_private, typed, shared)
 
     ui.push.click(push, [ui.model, ui.push_repo, ui.private, ui.token], ui.push_status, api_name="push_model")
     # Models made or pulled since launch can be pushed without reloading the page.

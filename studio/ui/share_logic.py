@@ -66,7 +66,7 @@ class Loaded:
     card: str
 
 
-def pull(engine: Engine, repo_id: str, revision: str, shared: bool) -> Loaded:
+def load_from_hub(engine: Engine, repo_id: str, revision: str, shared: bool) -> Loaded:
     """Pull ``repo_id`` at ``revision`` and draw its first seeds through the engine."""
     # A visitor of a shared studio reads public repositories only, never with the owner's token.
     pulled = hub.pull((repo_id or "").strip(), (revision or "").strip() or None, token=False if shared else None)
@@ -90,7 +90,7 @@ def dry_run(engine: Engine, name: str, repo_id: str) -> tuple[np.ndarray | None,
         return pixels(folder / hub.SAMPLE_FILE), preview_markdown(folder)
 
 
-def push(engine: Engine, name: str, repo_id: str, private: bool, typed: str | None, shared: bool) -> str:
+def push_model(engine: Engine, name: str, repo_id: str, private: bool, typed: str | None, shared: bool) -> str:
     """Push model ``name`` to ``repo_id`` with the token the rule allows; what to say."""
     token = push_token(typed, shared)
     if token is None and shared:
