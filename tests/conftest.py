@@ -1,10 +1,17 @@
-"""Shared fixtures: a private studio home per test, a tiny model, and the real default model."""
+"""Shared fixtures and helpers: a private studio home per test, a tiny model, the real default model, the command
+line, and the browser steps and checks that several test modules take."""
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,9 +22,17 @@ from torch import nn
 from studio import zoo
 from studio.loadtest import launched_studio
 from studio.engine import Engine, Request
-from studio.checkpoint import ModelConfig, build_generator, save_model
+from studio.models.folder import ModelConfig, build_generator, save_pretrained
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Playwright
+
+ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("cat", "dog", "fox")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: `playwright install` cannot download browsers here
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+MAIN_IMG = "#main-image img"
 
 
 def tiny_config(num_classes: int = 3, resolution: int = 32) -> ModelConfig:
@@ -42,7 +57,7 @@ def make_tiny_model(home: Path, name: str = "tiny", seed: int = 0, **kwargs) -> 
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
     folder = home / "models" / name
-    save_model(folder, config, generator)
+    save_pretrained(folder, config, generator)
     return folder
 
 
@@ -139,7 +154,73 @@ def noise_artworks(folder: Path, n: int = 6) -> list[str]:
     return files
 
 
-def start_long_fine_tune(page, files: list[str], data_name: str, out_name: str, base: str = "tiny") -> None:
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """``python -m studio ARGS...`` in a child process with ``home`` as its studio home."""
+    env = {**os.environ, "STUDIO_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+class RecordingEngine(Engine):
+    """A real engine that records the size of every animation request, and how many frames it has served.
+
+    With ``slip_in`` set, the first animation request is followed at once by that interactive request,
+    and ``frames_before_slip_in`` tells how many animation frames were served before it.
+    """
+
+    def __init__(self, slip_in: Request | None = None) -> None:
+        super().__init__("cpu")
+        self.sizes: list[int] = []
+        self.frames_served = 0
+        self.slip_in = slip_in
+        self.frames_before_slip_in: int | None = None
+
+    def submit(self, request: Request) -> Future:
+        future = super().submit(request)
+        if request.z is None:
+            return future
+        self.sizes.append(request.count)
+        future.add_done_callback(lambda _: self._served(request.count))
+        if self.slip_in is not None:
+            interactive, self.slip_in = super().submit(self.slip_in), None
+            interactive.add_done_callback(lambda _: setattr(self, "frames_before_slip_in", self.frames_served))
+        return future
+
+    def _served(self, count: int) -> None:
+        self.frames_served += count
+
+
+# -- browser ------------------------------------------------------------------------------------------
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    """The system's Chromium, driven by Playwright with the flags a container without a GPU needs."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+
+
+def shown_bytes(page: Page) -> bytes:
+    """The PNG the page shows now, fetched from its own src."""
+    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
+    return page.request.get(src).body()
+
+
+def shown_pixels(page: Page) -> np.ndarray:
+    """The pixels of the image the page shows now, fetched from its own src."""
+    return np.asarray(Image.open(io.BytesIO(shown_bytes(page))).convert("RGB"))
+
+
+def current_src(page: Page) -> str:
+    """The src of the image the page shows now."""
+    return page.get_attribute(MAIN_IMG, "src")
+
+
+def wait_for_new_image(page: Page, old_src: str) -> None:
+    """Wait until the page shows an image other than the one at ``old_src``."""
+    page.wait_for_function(f"old => document.querySelector('{MAIN_IMG}')?.getAttribute('src') !== old",
+                           arg=old_src, timeout=60_000)
+
+
+def start_long_fine_tune(page: Page, files: list[str], data_name: str, out_name: str, base: str = "tiny") -> None:
     """In a Playwright page on the Fine-tune tab: prepare ``files`` as a data set for model ``base`` and
     start a long Custom run (batch 4) making ``out_name``; returns once the job runs."""
     page.set_input_files("#ft-upload input[type=file]", files)

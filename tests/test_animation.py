@@ -8,7 +8,6 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -22,7 +21,7 @@ from studio.__main__ import main
 from studio.animation import PathOptions
 from studio.engine import Engine, Request
 from studio.recipe import Recipe, RecipeError, request_for
-from tests.conftest import make_tiny_model
+from tests.conftest import RecordingEngine, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,35 +198,6 @@ def test_a_stream_past_the_pixel_limit_stops_and_writes_nothing(tmp_path: Path,
     with pytest.raises(ValueError, match="11 frames at 64x64 are too many pixels"):
         animation.export(tmp_path / "long.mp4", iter(block_frames(11)), 12, 64)
     assert [p.name for p in tmp_path.iterdir()] == ["ok.gif"]
-
-
-class RecordingEngine(Engine):
-    """A real engine that records the size of every animation request, and how many frames it has served.
-
-    With ``slip_in`` set, the first animation request is followed at once by that interactive request,
-    and ``frames_before_slip_in`` tells how many animation frames were served before it.
-    """
-
-    def __init__(self, slip_in: Request | None = None) -> None:
-        super().__init__("cpu")
-        self.sizes: list[int] = []
-        self.frames_served = 0
-        self.slip_in = slip_in
-        self.frames_before_slip_in: int | None = None
-
-    def submit(self, request: Request) -> Future:
-        future = super().submit(request)
-        if request.z is None:
-            return future
-        self.sizes.append(request.count)
-        future.add_done_callback(lambda _: self._served(request.count))
-        if self.slip_in is not None:
-            interactive, self.slip_in = super().submit(self.slip_in), None
-            interactive.add_done_callback(lambda _: setattr(self, "frames_before_slip_in", self.frames_served))
-        return future
-
-    def _served(self, count: int) -> None:
-        self.frames_served += count
 
 
 def test_an_export_is_drawn_in_bounded_requests_with_the_same_pixels(tiny: str, tmp_path: Path) -> None:

@@ -2,53 +2,33 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from studio.engine import Engine, Request
 from studio.recipe import Recipe, read_recipe
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
-from tests.conftest import noise_artworks, start_long_fine_tune
+from tests.conftest import (
+    MAIN_IMG, current_src, launch_chromium, noise_artworks, shown_bytes, shown_pixels, start_long_fine_tune,
+    wait_for_new_image,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
-MAIN_IMG = "#main-image img"
 
 
 @pytest.fixture
 def page(studio_url: str) -> Iterator[Page]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(studio_url)
         page.wait_for_selector(MAIN_IMG, timeout=90_000)
         yield page
         browser.close()
-
-
-def shown_pixels(page: Page) -> np.ndarray:
-    """The pixels of the image the page shows now, fetched from its own src."""
-    return np.asarray(Image.open(io.BytesIO(shown_bytes(page))).convert("RGB"))
-
-
-def wait_for_new_image(page: Page, old_src: str) -> None:
-    page.wait_for_function(f"old => document.querySelector('{MAIN_IMG}')?.getAttribute('src') !== old",
-                           arg=old_src, timeout=60_000)
-
-
-def shown_bytes(page: Page) -> bytes:
-    """The PNG the page shows now, fetched from its own src."""
-    src = page.eval_on_selector(MAIN_IMG, "img => new URL(img.getAttribute('src'), location.href).href")
-    return page.request.get(src).body()
 
 
 def wait_for_shown(page: Page, wanted: Callable[[Recipe], bool], timeout_s: float = 60) -> bytes:
@@ -60,10 +40,6 @@ def wait_for_shown(page: Page, wanted: Callable[[Recipe], bool], timeout_s: floa
             return data
         assert time.monotonic() < deadline, f"the page still shows {read_recipe(data)}"
         page.wait_for_timeout(200)
-
-
-def current_src(page: Page) -> str:
-    return page.get_attribute(MAIN_IMG, "src")
 
 
 def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes_engine: Engine) -> None:

@@ -1,8 +1,5 @@
 """The command line, run as a user runs it: python -m studio ... in a subprocess."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +11,14 @@ from studio import zoo
 from studio.latent import seed_latents
 from studio.media import to_uint8
 from studio.recipe import read_recipe
-from tests.conftest import package_reference_generator
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def studio(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDIO_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+from tests.conftest import package_reference_generator, run_cli
 
 
 @pytest.mark.slow
 def test_generate_writes_one_faithful_png_per_seed(eyes_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "eyes"
-    result = studio("generate", "--model", "omniart-eyes", "--seeds", "0-7", "--class", "blue", "--out-dir",
-                    str(out), home=eyes_home)
+    result = run_cli("generate", "--model", "omniart-eyes", "--seeds", "0-7", "--class", "blue", "--out-dir",
+                     str(out), home=eyes_home)
     assert result.returncode == 0, result.stderr
     files = sorted(out.iterdir())
     assert [f.name for f in files] == [f"seed{s:04d}.png" for s in range(8)]
@@ -45,9 +34,9 @@ def test_generate_writes_one_faithful_png_per_seed(eyes_home: Path, tmp_path: Pa
 
 
 def test_generate_grid_and_folder_together(tiny_home: Path, tmp_path: Path) -> None:
-    result = studio("generate", "--model", "tiny", "--seeds", "1,5,9,3-4", "--class", "fox", "--truncation", "0.7",
-                    "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "d"), "--cols", "5",
-                    home=tiny_home)
+    result = run_cli("generate", "--model", "tiny", "--seeds", "1,5,9,3-4", "--class", "fox", "--truncation", "0.7",
+                     "--out", str(tmp_path / "grid.png"), "--out-dir", str(tmp_path / "d"), "--cols", "5",
+                     home=tiny_home)
     assert result.returncode == 0, result.stderr
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     assert grid.shape == (32, 5 * 32 + 4 * 2, 3)  # one row of five 32px tiles with 2px gaps
@@ -67,7 +56,7 @@ def test_generate_grid_and_folder_together(tiny_home: Path, tmp_path: Path) -> N
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tiny_home: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    result = studio("generate", "--model", "tiny", *args, "--out", str(tmp_path / "x.png"), home=tiny_home)
+    result = run_cli("generate", "--model", "tiny", *args, "--out", str(tmp_path / "x.png"), home=tiny_home)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
@@ -75,7 +64,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_home: Path, tmp_path: Path, args:
 
 
 def test_models_lists_resolution_classes_and_licence(tiny_home: Path) -> None:
-    result = studio("models", home=tiny_home)
+    result = run_cli("models", home=tiny_home)
     assert result.returncode == 0
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert set(rows) == {*zoo.BUILTIN, "tiny"}
@@ -85,30 +74,30 @@ def test_models_lists_resolution_classes_and_licence(tiny_home: Path) -> None:
 
 @pytest.mark.parametrize("command", [[], ["generate"], ["models"], ["serve"]])
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
-    result = studio(*command, "--help", home=tmp_path)
+    result = run_cli(*command, "--help", home=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: python -m studio")
 
 
 def test_edits_blends_and_recipes_regenerate_exactly(tiny_home: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    made = studio("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--edit", "0=3,2=-2",
-                  "--directions", "pca", "--out", str(a), home=tiny_home)
+    made = run_cli("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--edit", "0=3,2=-2",
+                   "--directions", "pca", "--out", str(a), home=tiny_home)
     assert made.returncode == 0, made.stderr
-    plain = studio("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--out",
-                   str(tmp_path / "plain.png"), home=tiny_home)
+    plain = run_cli("generate", "--model", "tiny", "--seeds", "5", "--blend", "cat=0.6,fox=0.4", "--out",
+                    str(tmp_path / "plain.png"), home=tiny_home)
     assert plain.returncode == 0
     assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(tmp_path / "plain.png")))
 
-    again = studio("generate", "--recipe", str(a), "--out", str(b), home=tiny_home)
+    again = run_cli("generate", "--recipe", str(a), "--out", str(b), home=tiny_home)
     assert again.returncode == 0, again.stderr
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
     recipe = read_recipe(b)
     assert (recipe.seed, recipe.classes, recipe.edits, recipe.directions) == (5, {"cat": 0.6, "fox": 0.4},
                                                                               {0: 3.0, 2: -2.0}, "pca")
     (tmp_path / "r.json").write_text(recipe.to_json())
-    from_json = studio("generate", "--recipe", str(tmp_path / "r.json"), "--out", str(tmp_path / "c.png"),
-                       home=tiny_home)
+    from_json = run_cli("generate", "--recipe", str(tmp_path / "r.json"), "--out", str(tmp_path / "c.png"),
+                        home=tiny_home)
     assert from_json.returncode == 0
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(tmp_path / "c.png")))
 
@@ -125,8 +114,8 @@ def test_edits_blends_and_recipes_regenerate_exactly(tiny_home: Path, tmp_path: 
     ],
 )
 def test_bad_edits_blends_and_recipes_exit_2(tiny_home: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    result = studio("generate", "--model", "tiny", "--seeds", "1", *args, "--out", str(tmp_path / "x.png"),
-                    home=tiny_home)
+    result = run_cli("generate", "--model", "tiny", "--seeds", "1", *args, "--out", str(tmp_path / "x.png"),
+                     home=tiny_home)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

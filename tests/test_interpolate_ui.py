@@ -17,11 +17,12 @@ from playwright.sync_api import Page, sync_playwright
 from studio import animation
 from studio.engine import Engine
 from studio.recipe import Recipe, request_for
-from studio.ui.interpolate import HEAVY_EVENTS, HEAVY_LIMIT, PREVIEW_FRAMES, build_interpolate_tab, summary_markdown
+from studio.ui.interpolate import HEAVY_EVENTS, HEAVY_LIMIT, build_interpolate_tab, summary_markdown
+from studio.ui.interpolate_logic import PREVIEW_FRAMES
 from studio.loadtest import free_port
-from tests.conftest import make_tiny_model
-from tests.test_animation import RecordingEngine
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, MAIN_IMG, current_src, shown_pixels, wait_for_new_image
+from tests.conftest import (
+    MAIN_IMG, RecordingEngine, current_src, launch_chromium, make_tiny_model, shown_pixels, wait_for_new_image,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +117,7 @@ def test_the_summary_states_the_pixel_limit(tiny: str) -> None:
 @pytest.fixture
 def page(tiny_app: tuple[str, Engine, list[Recipe]]) -> Iterator[Page]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(tiny_app[0])
         yield page
@@ -167,7 +168,7 @@ def test_browser_strip_preview_export_and_trimming(page: Page, tiny_app: tuple[s
 def test_studio_keyframes_added_in_explore_animate_in_interpolate(studio_url: str) -> None:
     """Needs the tab wired into the studio (``build_studio``) next to Explore's "Add as keyframe"."""
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(studio_url)
         page.wait_for_selector(MAIN_IMG, timeout=90_000)

@@ -22,17 +22,12 @@ from gradio_client import Client
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from studio import data
-from studio.ui.finetune import NO_JOB
+from studio.ui.finetune_logic import NO_JOB
 from studio.ui.owners import NO_OWNER, dataset_name, new_owner
 from studio.loadtest import launched_studio
-from tests.conftest import noise_artworks, start_long_fine_tune
+from tests.conftest import launch_chromium, noise_artworks, start_long_fine_tune
 
 pytestmark = [pytest.mark.slow]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
-
 
 @pytest.fixture(scope="module")
 def shared(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
@@ -91,7 +86,7 @@ def test_two_visitors_each_see_their_own_work_and_the_home_outside_tmp_serves_pi
     url, home = shared
     assert not str(home).startswith(("/tmp", os.getcwd()))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(p)
         alice, bob = open_finetune(browser, url), open_finetune(browser, url)
         earlier = set(job_ids(home))  # the copied home may hold other tests' jobs
         start_long_fine_tune(alice, noise_artworks(tmp_path / "alice"), "prints", "alices-eyes")

@@ -27,9 +27,11 @@ from PIL import Image, PngImagePlugin
 from studio import zoo
 from studio.__main__ import main
 from studio.engine import Request
+from studio.models.convert import ConversionError
+from studio.models.convert.pytorch_file import load_weights_only
 from studio.recipe import MAX_RECIPE_BYTES, PNG_KEY, Recipe, RecipeError, read_recipe
 from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, Controls
-from tests.test_cli import studio
+from tests.conftest import run_cli
 
 VALID = Recipe("tiny", "ab" * 32, 7, {"cat": 0.5, "dog": 0.5}, 0.8, "sefa", {0: 2.0, 3: -1.5})
 LONG_NAME = "a" * 300
@@ -307,7 +309,7 @@ def test_model_files_that_would_run_code_are_refused_in_the_studios_words(home: 
         pickle.dump({"main.0.weight": RunsCode(marker)}, f, protocol=4)
     for path, refused in ((torch_file, "was refused: it asks to import and call posix.system"),
                           (plain_pickle, "is not a readable PyTorch tensor file (Unsupported operand 149)")):
-        result = studio("import", str(path), "--name", "evil", "--resolution", "32", home=home)
+        result = run_cli("import", str(path), "--name", "evil", "--resolution", "32", home=home)
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1, result.stderr  # no traceback, no warning from torch
         assert result.stderr.startswith(f"error: {path} {refused}")
@@ -321,8 +323,8 @@ def test_built_in_weights_that_would_run_code_are_refused_in_the_studios_words(t
     marker = tmp_path / "the-pickle-ran"
     buf = io.BytesIO()
     torch.save({"netG_state_dict": RunsCode(marker)}, buf)  # as a tampered digiface download would be
-    with pytest.raises(zoo.ModelUnavailable, match="^the digiface-faces weights was refused: ") as refused:
-        zoo._load_weights_only(io.BytesIO(buf.getvalue()), "the digiface-faces weights")
+    with pytest.raises(ConversionError, match="^the digiface-faces weights was refused: ") as refused:
+        load_weights_only(io.BytesIO(buf.getvalue()), "the digiface-faces weights")
     message = str(refused.value)
     assert message.startswith("the digiface-faces weights was refused: it asks to import and call ")
     assert "system" in message and "weights_only" not in message and "\n" not in message
