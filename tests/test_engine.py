@@ -281,7 +281,7 @@ def test_full_queue_says_busy(models: TinyZoo) -> None:
     with Engine("cpu", max_queue=2, loader=models.load) as eng:
         hold_worker(eng, models)
         queued = [eng.submit(Request("a", (s,))) for s in (1, 2)]
-        with pytest.raises(EngineBusy) as busy:
+        with pytest.raises(EngineBusy, match="^The studio is busy, try again in a moment.$") as busy:
             eng.submit(Request("a", (3,)))
         assert str(busy.value) == BUSY_MESSAGE == "The studio is busy, try again in a moment."
         models.release.set()
@@ -302,7 +302,7 @@ def test_a_failing_model_fails_only_its_own_requests(engine: Engine, models: Tin
     for f in good:
         assert f.result(WAIT).shape == (1, 32, 32, 3)
     assert engine.generate(Request("good", (3,))).shape == (1, 32, 32, 3)  # still serving
-    with pytest.raises(GenerationError):
+    with pytest.raises(GenerationError, match="^Generation failed for model broken: boom$"):
         engine.generate(Request("broken", (3,)))
 
 
@@ -310,10 +310,10 @@ def test_loader_errors_reach_that_models_callers_unchanged(home: Path, tiny: str
     with Engine("cpu") as eng:
         missing = eng.submit(Request("no-such-model", (1,)))
         fine = eng.submit(Request(tiny, (1,)))
-        with pytest.raises(zoo.ModelUnavailable) as error:
+        with pytest.raises(zoo.ModelUnavailable, match="^unknown model 'no-such-model'; available: ") as error:
             missing.result(WAIT)
         assert fine.result(WAIT).shape == (1, 32, 32, 3)
-    with pytest.raises(zoo.ModelUnavailable) as expected:
+    with pytest.raises(zoo.ModelUnavailable, match="^unknown model 'no-such-model'; available: ") as expected:
         zoo.load("no-such-model")
     assert str(error.value) == str(expected.value)
 
@@ -452,7 +452,7 @@ def test_timeouts_give_a_clear_error_and_expired_requests_never_run(models: Tiny
             eng.generate(Request("a", (2,)))  # gives up, and by then `expired` is past its deadline
         assert isinstance(error.value, TimeoutError)
         models.release.set()
-        with pytest.raises(EngineTimeout):
+        with pytest.raises(EngineTimeout, match=r"^No images after 0.3 s: the studio is overloaded"):
             expired.result(WAIT)
         assert eng.generate(Request("a", (3,))).shape == (1, 32, 32, 3)
     assert models.forwards == [("a", 1), ("a", 1)]  # the held request and the last one only
@@ -494,12 +494,12 @@ def test_close_fails_queued_requests_and_refuses_new_ones(models: TinyZoo) -> No
     queued = eng.submit(Request("a", (1,)))
     closer = threading.Thread(target=eng.close)
     closer.start()
-    with pytest.raises(EngineClosed):
+    with pytest.raises(EngineClosed, match="^The engine was shut down before this request ran.$"):
         queued.result(WAIT)
     models.release.set()
     closer.join(WAIT)
     assert first.result(WAIT).shape == (1, 32, 32, 3)  # the batch in flight finishes
-    with pytest.raises(EngineClosed):
+    with pytest.raises(EngineClosed, match="^The engine is shut down.$"):
         eng.submit(Request("a", (2,)))
 
 
