@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -199,3 +200,53 @@ def test_a_job_is_seen_and_acted_on_by_its_owner_only(tiny: str, tmp_path: Path,
     assert not (storage.jobs_dir() / job_id / "cancel").exists()
     manager.cancel(job_id, owner="alice")
     assert wait_for(manager, job_id, settled)["status"] == jobs.CANCELLED
+
+
+class Worker:
+    """Stands in for a worker process: it records the job it was started for, and runs until the test ends."""
+
+    def __init__(self, argv: list[str], started: list[str]) -> None:
+        self.pid = os.getpid()
+        started.append(Path(argv[-1]).name)
+
+    def poll(self) -> int | None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+class LockstepManager(jobs.JobManager):
+    """A manager whose job listings, once ``meeting`` is set, wait for another thread's listing (or its timeout)."""
+
+    meeting: threading.Barrier | None = None
+
+    def list(self, owner: str | None = None) -> list[dict]:
+        docs = super().list(owner)
+        if self.meeting is not None:
+            try:
+                self.meeting.wait()
+            except threading.BrokenBarrierError:  # no other thread listed meanwhile: go on alone
+                pass
+        return docs
+
+
+def test_two_submits_at_once_start_one_worker(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(jobs.subprocess, "Popen", lambda argv, **kwargs: Worker(argv, started))
+    manager = LockstepManager(max_running=1, poll_s=3600)
+    manager.meeting = threading.Barrier(2, timeout=1.0)
+    # The two scheduling passes list the jobs in lockstep, each after writing its own: without the manager's
+    # lock both see none running and each starts a worker (of max_running=1). With it the second pass waits
+    # for the first, and finds a job running.
+    ids: list[str] = []
+    submits = [threading.Thread(target=lambda out=out: ids.append(manager.submit(config("tiny", out, 10), "prints")))
+               for out in ("mine", "theirs")]
+    for t in submits:
+        t.start()
+    for t in submits:
+        t.join(30)
+    manager.close()
+    assert len(ids) == 2 and len(started) == 1
+    (running,), (queued,) = started, set(ids) - set(started)
+    assert (manager.get(running)["status"], manager.get(queued)["status"]) == (jobs.RUNNING, jobs.QUEUED)
