@@ -378,7 +378,7 @@ def test_push_without_a_token_or_with_a_refused_one(tiny: str, monkeypatch: pyte
                                  response=response)
 
     monkeypatch.setattr(hub, "HfApi", Refusing)
-    with pytest.raises(hub.HubError) as raised:
+    with pytest.raises(hub.HubError, match=r"the Hub refused the upload \(500") as raised:
         hub.push(tiny, "alice/tiny-cats", TOKEN)
     assert "the Hub refused the upload (500" in str(raised.value) and TOKEN not in str(raised.value)
     assert "Bearer ***" in str(raised.value)
