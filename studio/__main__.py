@@ -11,6 +11,7 @@ from pathlib import Path
 from studio import latent, zoo
 from studio import recipe as recipe_mod
 from studio.bench_parser import add_parser as add_bench_parser
+from studio.storage import MAX_NAME_LENGTH
 
 
 class UsageError(Exception):
@@ -318,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files, folders or zip archives) into a data set for finetune; every rejected "
                                    "input is listed with its reason.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders and zip archives")
-    p.add_argument("--name", required=True, help="data set name: letters, digits, - and _")
+    p.add_argument("--name", required=True,
+                   help=f"data set name: letters, digits, '.', '_' and '-', at most {MAX_NAME_LENGTH} characters")
     p.add_argument("--overwrite", action="store_true", help="replace an existing data set of that name")
     p.add_argument("--drop-near-duplicates", action="store_true",
                    help="reject images that look the same as an earlier one (same structure and colours) "
