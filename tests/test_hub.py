@@ -21,7 +21,7 @@ from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 from PIL import Image
 
 from studio import engine, hub, zoo
-from studio.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_model, save_model
+from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, from_pretrained, load_config, save_pretrained
 from studio.engine import Engine, Request
 from studio.zoo import LoadedModel
 from studio.loadtest import free_port
@@ -114,7 +114,7 @@ def test_pull_offline_then_generate_from_the_command_line(tmp_path: Path, source
     result = studio("generate", "--model", "alice/tiny-cats", "--seeds", "0-3", "--class", "dog", "--cols", "4",
                     "--out", str(out), env=env)
     assert result.returncode == 0, result.stderr
-    config, generator = load_model(source_model)
+    config, generator = from_pretrained(source_model)
     expected = engine.generate_unbatched(LoadedModel("src", config, generator, source_model), range(4), "dog")
     drawn = np.asarray(Image.open(out).convert("RGB"))
     assert drawn.shape == (32, 4 * 32 + 3 * 2, 3)
@@ -298,22 +298,31 @@ def test_dry_run_needs_an_empty_folder_and_both_options(tiny_home: Path, tmp_pat
     assert result.returncode == 2 and "--dry-run and --out DIR go together" in result.stderr
 
 
+@pytest.fixture
+def card_engine() -> Iterator[Engine]:
+    """The engine that draws the model cards' sample grids, as the studio's shared one does."""
+    with Engine() as eng:
+        yield eng
+
+
 def finetuned(home: Path, base: str, license: str = "") -> str:
     """A model folder as a fine-tune leaves it: no licence of its own, a lineage naming its base."""
     folder = make_tiny_model(home, "prints-model", num_classes=0)
     config = replace(load_config(folder), license=license, title="Prints", description="Eyes in my print style.",
                      lineage={"base_model": base, "dataset": "prints", "images": 40, "steps": 600, "swd": 12.345})
-    _, generator = load_model(folder)
-    save_model(folder, config, generator)
+    _, generator = from_pretrained(folder)
+    save_pretrained(folder, config, generator)
     return "prints-model"
 
 
-def test_card_inherits_the_hub_base_models_licence_and_names_it(home: Path, tmp_path: Path) -> None:
+def test_card_inherits_the_hub_base_models_licence_and_names_it(home: Path, tmp_path: Path,
+                                                                  card_engine: Engine) -> None:
     base = make_tiny_model(tmp_path, "base")
-    save_model(home / "hub" / "alice" / "base", replace(load_config(base), license="cc-by-4.0"), load_model(base)[1])
+    save_pretrained(home / "hub" / "alice" / "base", replace(load_config(base), license="cc-by-4.0"),
+                    from_pretrained(base)[1])
     name = finetuned(home, "alice/base")
     out = tmp_path / "upload"
-    hub.write_upload(name, "bob/prints", out)
+    hub.write_upload(card_engine, name, "bob/prints", out)
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "cc-by-4.0" and card.data.base_model == "alice/base"
     assert "- **Licence**: CC-BY-4.0 (inherited from the base model)" in card.text
@@ -325,10 +334,10 @@ def test_card_inherits_the_hub_base_models_licence_and_names_it(home: Path, tmp_
     assert sample.shape[:2] == (2 * 32 + 2, 8 * 32 + 7 * 2)  # unconditional: seeds 0-15 in two rows
 
 
-def test_card_of_a_builtin_base_names_it_in_the_text_only(home: Path, tmp_path: Path) -> None:
+def test_card_of_a_builtin_base_names_it_in_the_text_only(home: Path, tmp_path: Path, card_engine: Engine) -> None:
     name = finetuned(home, "omniart-eyes")
     out = tmp_path / "upload"
-    hub.write_upload(name, "bob/prints", out)
+    hub.write_upload(card_engine, name, "bob/prints", out)
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "mit"  # omniart-eyes' licence
     assert card.data.base_model is None  # no Hub id to point at
@@ -352,22 +361,23 @@ class RecordingApi:
         self.calls.append(("upload_folder", {"repo_id": repo_id, "files": files}))
 
 
-def test_push_uploads_the_dry_run_folder_with_the_token(tiny: str, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_uploads_the_dry_run_folder_with_the_token(tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        card_engine: Engine) -> None:
     RecordingApi.calls = []
     monkeypatch.setattr(hub, "HfApi", RecordingApi)
-    url = hub.push(tiny, "alice/tiny-cats", TOKEN, private=True)
+    url = hub.push(card_engine, tiny, "alice/tiny-cats", TOKEN, private=True)
     assert url == "https://huggingface.co/alice/tiny-cats"
     (_, init), (_, create), (_, upload) = RecordingApi.calls
     assert init == {"token": TOKEN}
     assert create == {"repo_id": "alice/tiny-cats", "private": True, "exist_ok": True}
-    hub.write_upload(tiny, "alice/tiny-cats", tmp_path / "dry")
+    hub.write_upload(card_engine, tiny, "alice/tiny-cats", tmp_path / "dry")
     assert upload["files"] == {p.name: p.read_bytes() for p in (tmp_path / "dry").iterdir()}
 
 
-def test_push_without_a_token_or_with_a_refused_one(tiny: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_without_a_token_or_with_a_refused_one(tiny: str, monkeypatch: pytest.MonkeyPatch,
+                                                     card_engine: Engine) -> None:
     with pytest.raises(hub.HubError, match="pushing needs a Hugging Face token with write access: set HF_TOKEN"):
-        hub.push(tiny, "alice/tiny-cats", None)
+        hub.push(card_engine, tiny, "alice/tiny-cats", None)
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -379,7 +389,7 @@ def test_push_without_a_token_or_with_a_refused_one(tiny: str, monkeypatch: pyte
 
     monkeypatch.setattr(hub, "HfApi", Refusing)
     with pytest.raises(hub.HubError, match=r"the Hub refused the upload \(500") as raised:
-        hub.push(tiny, "alice/tiny-cats", TOKEN)
+        hub.push(card_engine, tiny, "alice/tiny-cats", TOKEN)
     assert "the Hub refused the upload (500" in str(raised.value) and TOKEN not in str(raised.value)
     assert "Bearer ***" in str(raised.value)
 
@@ -448,7 +458,7 @@ def test_share_tab_previews_the_upload_and_needs_a_token(share_app: tuple[str, E
 def test_push_token_never_falls_back_to_the_servers_secret_in_a_shared_studio(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from studio.ui.owners import is_shared
-    from studio.ui.share import push_token
+    from studio.ui.share_logic import push_token
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.delenv("SPACE_ID", raising=False)

@@ -17,7 +17,8 @@ from PIL import Image
 from torch import nn
 
 from studio import engine, zoo
-from studio.checkpoint import load_config
+from studio.models.dcgan import DCGANConfig
+from studio.models.folder import load_config
 from studio.latent import seed_latents
 from studio.media import to_uint8
 
@@ -72,8 +73,7 @@ def test_import_from_the_command_line_draws_the_networks_own_pixels(home: Path, 
                     "--license", "cc0-1.0", "--author", "Ada", home=home)
     assert result.returncode == 0, result.stderr
     config = load_config(home / "models" / "imported")
-    assert config.arch == {"resolution": 32, "z_dim": 16, "base_width": 8, "num_classes": 0, "dropout": 0.0,
-                           "channels": 3}
+    assert config.arch == DCGANConfig(resolution=32, z_dim=16, base_width=8, num_classes=0, dropout=0.0, channels=3)
     assert (config.license, config.author, config.source) == ("cc0-1.0", "Ada", "imported from netG.pth")
     assert np.array_equal(engine.generate_unbatched(zoo.load("imported"), range(6)), direct(main, range(6), 16))
 
@@ -91,7 +91,7 @@ def test_import_a_conditional_checkpoint_saved_from_data_parallel(home: Path, tm
     folder = zoo.import_tutorial_file(path, "cats", 64, 16, ("cat", "dog", "fox"))
     model = zoo.load("cats")
     assert folder == home / "models" / "cats"
-    assert model.config.arch["base_width"] == 4 and model.config.class_names == ("cat", "dog", "fox")
+    assert model.config.arch.base_width == 4 and model.config.class_names == ("cat", "dog", "fox")
     onehot = torch.zeros(5, 3)
     onehot[:, 1] = 1
     assert np.array_equal(engine.generate_unbatched(model, range(5), "dog"), direct(main, range(5), 16, onehot))
