@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,9 +18,7 @@ from studio.models.dcgan import DCGANConfig
 from studio.models.folder import load_config
 from studio.latent import seed_latents
 from studio.media import to_uint8
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.conftest import run_cli
 
 def tutorial_generator(nz: int = 16, ngf: int = 8, nc: int = 3, resolution: int = 32, seed: int = 0) -> nn.Sequential:
     """The PyTorch DCGAN tutorial's generator (its ``main``) for ``resolution``, with non-trivial BN statistics."""
@@ -59,17 +54,11 @@ def direct(main: nn.Sequential, seeds: range, z_dim: int, onehot: torch.Tensor |
         return to_uint8(main(z[:, :, None, None]))
 
 
-def studio(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDIO_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
 def test_import_from_the_command_line_draws_the_networks_own_pixels(home: Path, tmp_path: Path) -> None:
     main = tutorial_generator()
     path = tmp_path / "netG.pth"
     torch.save(main_state(main), path)
-    result = studio("import", str(path), "--name", "imported", "--resolution", "32", "--latent", "16",
+    result = run_cli("import", str(path), "--name", "imported", "--resolution", "32", "--latent", "16",
                     "--license", "cc0-1.0", "--author", "Ada", home=home)
     assert result.returncode == 0, result.stderr
     config = load_config(home / "models" / "imported")
@@ -78,7 +67,7 @@ def test_import_from_the_command_line_draws_the_networks_own_pixels(home: Path, 
     assert np.array_equal(engine.generate_unbatched(zoo.load("imported"), range(6)), direct(main, range(6), 16))
 
     out = tmp_path / "seed.png"
-    result = studio("generate", "--model", "imported", "--seeds", "4", "--out", str(out), home=home)
+    result = run_cli("generate", "--model", "imported", "--seeds", "4", "--out", str(out), home=home)
     assert result.returncode == 0, result.stderr
     drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert np.abs(drawn - direct(main, range(4, 5), 16)[0]).max() <= 1  # the engine's channels_last layout
@@ -106,7 +95,7 @@ def test_import_checks_the_stated_shape(home: Path, tmp_path: Path) -> None:
         zoo.import_tutorial_file(path, "a", 32, 100)
     with pytest.raises(zoo.ModelUnavailable, match="reads 16 inputs, not a latent of 16 plus 2 classes"):
         zoo.import_tutorial_file(path, "a", 32, 16, ("x", "y"))
-    result = studio("import", str(path), "--name", "a", "--resolution", "64", "--latent", "16", home=home)
+    result = run_cli("import", str(path), "--name", "a", "--resolution", "64", "--latent", "16", home=home)
     assert result.returncode == 2 and result.stderr.startswith("error: the generator has 4 convolutions")
     assert not (home / "models").exists()
 
