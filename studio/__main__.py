@@ -80,7 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     # The CLI draws through the same engine as the studio (the same pixels); a long seed list may
     # take minutes on a CPU, which is no timeout for a batch job.
     with Engine(timeout_s=24 * 3600) as engine:
-        model = engine.cache.get(args.model)
+        model = engine.model(args.model)
         if args.recipe:
             try:
                 recipe_mod.check_weights(recipes[0], model)
@@ -118,7 +118,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     # The same engine as the studio, so a frame at a keyframe is that seed's studio image exactly;
     # a long path may take minutes on a CPU, which is no timeout for a batch job.
     with Engine(timeout_s=24 * 3600) as engine:
-        recipes = generate_recipes(args, engine.cache.get(args.model).weights_sha256)
+        recipes = generate_recipes(args, engine.model(args.model).weights_sha256)
         # Streamed from the engine into the file: a long path is never all in memory.
         animation.export(Path(args.out), animation.draw_frames(engine, recipes, options), args.fps, args.size)
     count = len(options.times(keyframes))

@@ -106,7 +106,7 @@ def keyframe_inputs(engine: Engine, recipes: Sequence[Recipe]) -> tuple[torch.Te
         ValueError: See ``keyframe_model``; recipe.RecipeError when a recipe was made with other
             weights of its model; zoo.ModelUnavailable.
     """
-    model = engine.cache.get(keyframe_model(recipes))
+    model = engine.model(keyframe_model(recipes))
     zs, cs = [], []
     for r in recipes:
         check_weights(r, model)  # other weights would not give the keyframe's image back

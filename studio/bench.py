@@ -391,7 +391,7 @@ def cmd_bench_export(args: argparse.Namespace) -> None:
     from studio.recipe import Recipe
 
     with Engine(timeout_s=600) as engine, tempfile.TemporaryDirectory() as tmp:
-        model = engine.cache.get(args.model)
+        model = engine.model(args.model)
         keyframes = [Recipe(args.model, model.weights_sha256, seed) for seed in range(4)]
         options = animation.PathOptions(max(1, args.frames // 4), loop=True)
         size = 4 * model.config.resolution

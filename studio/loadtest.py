@@ -383,7 +383,7 @@ def bench_api(model: str, clients: list[int], seconds: float, processes: int, ho
         home = home or Path(tmp) / "home"
         with temporary_home(home):  # the CLI images come from the same model folder
             with Engine() as engine:  # loads (and converts, in a new home) the model before the server starts
-                template = template_for(model, engine.cache.get(model).weights_sha256)
+                template = template_for(model, engine.model(model).weights_sha256)
             result: dict = {"model": model, "home": "temporary" if home.is_relative_to(tmp) else str(home),
                             "runs": []}
             with launched_studio(home, Path(tmp) / "studio.log") as (url, pid):
