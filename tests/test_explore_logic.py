@@ -45,24 +45,31 @@ def test_draw_saves_the_engines_pixels_with_the_recipe_naming_the_weights(engine
     drawn = Recipe.from_json(drawn_json)
     model = engine.model("tiny")
     assert drawn.weights_sha256 == model.weights_sha256 and drawn == read_recipe(Path(path))
-    with Image.open(path) as png:
-        assert np.array_equal(np.asarray(png), engine.generate(request_for(recipe()))[0])
+    assert np.array_equal(pixels(path), engine.generate(request_for(recipe()))[0])
     with pytest.raises(RecipeError, match="weights"):
         logic.draw(engine, files, recipe(weights_sha256="0" * 64).to_json())
 
 
-def test_variations_are_the_next_seeds_with_the_same_settings(engine: Engine) -> None:
-    shown = logic.variations(engine, recipe(seed=2**32 - 2))
+def pixels(path: str) -> np.ndarray:
+    with Image.open(path) as png:
+        return np.asarray(png.convert("RGB"))
+
+
+def test_variations_are_the_next_seeds_with_the_same_settings_each_with_its_recipe(engine: Engine) -> None:
+    files = ImageFiles()
+    shown = logic.variations(engine, files, recipe(seed=2**32 - 2))
     seeds = [2**32 - 1, *range(7)]  # wrapping past the largest seed
     assert [caption for _, caption in shown] == [f"seed {s}" for s in seeds]
-    for (image, _), seed in zip(shown, seeds):
-        assert np.array_equal(image, engine.generate(request_for(recipe(seed=seed)))[0])
+    for (path, _), seed in zip(shown, seeds):
+        assert read_recipe(Path(path)) == recipe(seed=seed)  # a variation dragged out replays as itself
+        assert np.array_equal(pixels(path), engine.generate(request_for(recipe(seed=seed)))[0])
     assert logic.picked_seed(2**32 - 2, 1) == 0
 
 
 def test_a_sliders_strip_shows_the_image_at_each_strip_value(engine: Engine) -> None:
     current = recipe(edits={1: 1.5})
-    strips = logic.strip_views(engine, current, 3)
+    files = ImageFiles()
+    strips = [pixels(path) for path in logic.strip_views(engine, files, current, 3)]
     assert len(strips) == 3
     side = engine.config("tiny").resolution
     n = len(logic.STRIP_VALUES)
@@ -74,7 +81,7 @@ def test_a_sliders_strip_shows_the_image_at_each_strip_value(engine: Engine) -> 
             # The strip adds the offset to the already-edited latent: equal up to float rounding.
             assert np.abs(cell.astype(int) - expected.astype(int)).max() <= 1
         assert strip.shape[1] == n * side + (n - 1)
-    assert len(logic.strip_views(engine, current, 1000)) == 16  # as many as the tiny model's z has
+    assert len(logic.strip_views(engine, files, current, 1000)) == 16  # as many as the tiny model's z has
 
 
 def test_history_pushes_steps_and_forgets_the_forward_branch() -> None:
@@ -98,7 +105,8 @@ def test_restoring_needs_the_model_and_its_weights(engine: Engine) -> None:
         logic.check_restorable(engine, recipe(model="gone"), ["tiny"])
     with pytest.raises(RecipeError, match="weights"):
         logic.check_restorable(engine, recipe(weights_sha256="f" * 64), ["tiny"])
-    assert logic.check_restorable(engine, logic.with_hash(engine, recipe()), ["tiny"]).model == "tiny"
+    drawn = recipe(weights_sha256=engine.model("tiny").weights_sha256)
+    assert logic.check_restorable(engine, drawn, ["tiny"]) == drawn
     with pytest.raises(ValueError, match="Drop a PNG saved by the studio or paste a recipe first"):
         logic.recipe_from_source(None)
     assert logic.recipe_from_source(recipe().to_json().encode()) == recipe()
@@ -134,5 +142,5 @@ def test_the_model_card_says_what_the_config_says(engine: Engine) -> None:
 
 def test_all_strips_are_one_engine_pass(engine: Engine) -> None:
     before = engine.stats()["batches"]
-    logic.strip_views(engine, recipe(), 4)
+    logic.strip_views(engine, ImageFiles(), recipe(), 4)
     assert engine.stats()["batches"] == before + 1

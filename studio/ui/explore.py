@@ -117,23 +117,25 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
         return controls.recipe(values, engine.config).to_json()
 
     @shown_to_user
-    def context(recipe_json: str, k: float, hist: dict) -> list[Any]:
-        """The current recipe's neighbouring seeds, slider strips and history."""
+    def context(recipe_json: str, k: float) -> list[Any]:
+        """The current recipe's neighbouring seeds and slider strips."""
         recipe = Recipe.from_json(recipe_json)
-        strips = logic.strip_views(engine, recipe, int(k))
-        return [logic.variations(engine, recipe), *strips, *[None] * (MAX_SLIDERS - len(strips)),
-                logic.pushed(hist, logic.with_hash(engine, recipe).to_json())]
+        strips = logic.strip_views(engine, files, recipe, int(k))
+        return [logic.variations(engine, files, recipe), *strips, *[None] * (MAX_SLIDERS - len(strips))]
 
     @shown_to_user
     def restored(recipe: Recipe) -> list[Any]:
         logic.check_restorable(engine, recipe, zoo.model_names())
         return [logic.card_markdown(recipe.model, engine.config(recipe.model)), *controls.values(recipe, engine.config)]
 
-    refreshed = ([ui.current, ui.count, ui.history], [ui.variations, *ui.strips, ui.history])
+    refreshed = ([ui.current, ui.count], [ui.variations, *ui.strips])
+    # History is written at once (no model work), so a quick second change never races the first one's entry.
+    remember = {"fn": logic.pushed, "inputs": [ui.history, ui.current], "outputs": ui.history, "queue": False}
 
     def settle(event: Any) -> None:
-        """After ``event``: the recipe from the controls (built once), then its context."""
-        event.then(to_recipe, inputs, ui.current, **PRIVATE).then(context, *refreshed, **PRIVATE)
+        """After ``event``: the recipe from the controls (built once), its history entry, then its context."""
+        event.then(to_recipe, inputs, ui.current, **PRIVATE).then(**remember, **PRIVATE).then(
+            context, *refreshed, **PRIVATE)
 
     # Live: every move redraws the main image (one engine request) and nothing else.
     live = [ui.truncation.change, *(s.change for s in ui.blend), *(s.change for s in ui.sliders)]
@@ -146,7 +148,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     settled = [ui.seed.change, ui.blend_on.change, ui.class_name.change, ui.method.change, ui.truncation.release,
                *(s.release for s in ui.blend), *(s.release for s in ui.sliders)]
     gr.on(settled, to_recipe, inputs, ui.current, queue=False, trigger_mode="always_last", show_progress="hidden",
-          **PRIVATE).then(context, *refreshed, show_progress="hidden", **PRIVATE)
+          **PRIVATE).then(**remember, **PRIVATE).then(context, *refreshed, show_progress="hidden", **PRIVATE)
     ui.count.change(context, *refreshed, trigger_mode="always_last", show_progress="hidden", **PRIVATE)
 
     @shown_to_user

@@ -11,8 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from studio import directions
 from studio.animation import MAX_KEYFRAMES
 from studio.latent import check_seed
@@ -108,20 +106,21 @@ def picked_seed(seed: float | None, index: int) -> int:
     return variation_seeds(int(seed or 0))[index]
 
 
-def variations(engine: Engine, recipe: Recipe) -> list[tuple[np.ndarray, str]]:
-    """The images of the neighbouring seeds, captioned, drawn with the recipe's other settings."""
+def variations(engine: Engine, files: ImageFiles, recipe: Recipe) -> list[tuple[str, str]]:
+    """The neighbouring seeds' images (PNGs with their own recipes), captioned, drawn with the recipe's other settings."""
     seeds = variation_seeds(recipe.seed)
     images = engine.generate(replace(request_for(recipe), seeds=seeds))
-    return [(image, f"seed {s}") for s, image in zip(seeds, images)]
+    return [(files.save(image, replace(recipe, seed=s)), f"seed {s}") for s, image in zip(seeds, images)]
 
 
-def strip_views(engine: Engine, recipe: Recipe, k: int) -> list[np.ndarray]:
-    """The first ``k`` sliders' strips: the image with that slider at each of ``STRIP_VALUES``, the others as set."""
+def strip_views(engine: Engine, files: ImageFiles, recipe: Recipe, k: int) -> list[str]:
+    """The first ``k`` sliders' strips (PNG files): the image with that slider at each of ``STRIP_VALUES``, the
+    others as set."""
     model = engine.model(recipe.model)
     z, c = strip_inputs(model, request_for(recipe), k, STRIP_VALUES)
     images = engine.generate(Request(recipe.model, z=z, c=c))
     n = len(STRIP_VALUES)
-    return [grid(images[i * n : (i + 1) * n], cols=n, pad=1) for i in range(len(images) // n)]
+    return [files.picture(grid(images[i * n : (i + 1) * n], cols=n, pad=1)) for i in range(len(images) // n)]
 
 
 def pushed(history: dict[str, Any], recipe_json: str) -> dict[str, Any]:
@@ -139,11 +138,6 @@ def history_step(history: dict[str, Any], delta: int) -> tuple[dict[str, Any], R
     if not 0 <= index < len(history["items"]):
         raise ValueError("No further history in that direction.")
     return {**history, "index": index}, Recipe.from_json(history["items"][index])
-
-
-def with_hash(engine: Engine, recipe: Recipe) -> Recipe:
-    """``recipe`` naming the weights it is drawn with (what history keeps)."""
-    return replace(recipe, weights_sha256=engine.model(recipe.model).weights_sha256)
 
 
 def check_restorable(engine: Engine, recipe: Recipe, models: list[str]) -> Recipe:

@@ -3,6 +3,12 @@
 Gradio serves files from its own cache: a tab gives it either a scratch file (``ImageFiles``,
 ``AnimationFiles``, see ``studio.ui.scratch``) or pixels read from the studio's home (``pixels``), so no
 file in the home is ever served.
+
+Pictures that two visitors may be shown at the same moment (the first page's variations and strips, a
+base model's previews) go to Gradio as finished files, never as arrays: Gradio (6.31) writes an array
+into its cache by rewriting the file of those pixels in place, so a second visitor given the same
+pixels meanwhile truncates the file the first one is downloading ("Too little data for declared
+Content-Length", a broken image). A file it copies atomically, and reuses once copied.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from studio import animation
+from studio.media import save_png
 from studio.recipe import Recipe, save_with_recipe
 from studio.ui.scratch import keep_newest, scratch_dir
 
@@ -39,10 +46,23 @@ class ImageFiles:
         path = self.folder / f"{recipe.model.replace('/', '--')}-seed{recipe.seed}-{name}.png"
         if not path.exists():
             save_with_recipe(path, image, recipe)
-            self._saved += 1
-            if self._saved % 100 == 0:
-                keep_newest(self.folder, self.keep, "*.png")
+            self._saved_one()
         return str(path)
+
+    def picture(self, image: np.ndarray) -> str:
+        """The path of a PNG of ``image`` without a recipe (a strip, a grid of previews), named by its pixels."""
+        image = np.ascontiguousarray(image)
+        name = hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()[:24]
+        path = self.folder / f"picture-{name}.png"
+        if not path.exists():
+            save_png(path, image)
+            self._saved_one()
+        return str(path)
+
+    def _saved_one(self) -> None:
+        self._saved += 1
+        if self._saved % 100 == 0:
+            keep_newest(self.folder, self.keep, "*.png")
 
 
 class AnimationFiles:

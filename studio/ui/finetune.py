@@ -18,7 +18,7 @@ from studio import train, zoo
 from studio.limits import max_upload_mb
 from studio.ui import finetune_logic as logic
 from studio.ui.errors import shown_to_user
-from studio.ui.files import pixels, stamp
+from studio.ui.files import ImageFiles, pixels, stamp
 from studio.ui.owners import owner_of
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
     jobs and data sets only.
     """
     ui = _layout()
+    files = ImageFiles()  # the base model's previews, handed to Gradio as finished files
 
     @shown_to_user
     def prepare(files: list[str] | None, name: str, base: str, replace: bool, owner_id: str | None) -> list[Any]:
@@ -128,7 +129,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
         who = owner_of(owner_id, shared)
         new_id = logic.start(manager, name, base, out, replace, preset, dict(zip(CUSTOM, custom)), who, shared)
         return [new_id, gr.update(choices=logic.job_choices(manager, who), value=new_id),
-                logic.base_preview(engine, base)]
+                logic.base_preview(engine, files, base)]
 
     ui.start.click(begin, [ui.data_name, ui.base, ui.out_name, ui.replace_model, ui.preset, *ui.custom_values, owner],
                    [ui.job_id, ui.job_picker, ui.before], **PRIVATE)
@@ -150,7 +151,7 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
         if not chosen:
             return None, None
         job = logic.owned_job(manager, chosen, owner_of(owner_id, shared))
-        return chosen, logic.base_preview(engine, job["config"]["base"])
+        return chosen, logic.base_preview(engine, files, job["config"]["base"])
 
     ui.job_picker.input(pick, [ui.job_picker, owner], [ui.job_id, ui.before], **PRIVATE)
 

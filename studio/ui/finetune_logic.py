@@ -25,6 +25,7 @@ from studio.ui.owners import OWNER_TAG_LENGTH, dataset_name
 if TYPE_CHECKING:
     from studio.engine import Engine
     from studio.jobs import JobManager
+    from studio.ui.files import ImageFiles
 
 PRESETS = {
     "Quick": {**train.QUICK_PRESET},
@@ -160,11 +161,12 @@ def start(manager: JobManager, name: str, base: str, out: str, replace: bool, pr
     return manager.submit(config, stored, owner=owner or "")
 
 
-def base_preview(engine: Engine, base: str) -> np.ndarray | None:
-    """The base model's images for the training previews' fixed seeds and class blend (None: from scratch)."""
+def base_preview(engine: Engine, files: ImageFiles, base: str) -> str | None:
+    """The base model's images for the training previews' fixed seeds and class blend, as a PNG file (None:
+    from scratch); every visitor fine-tuning that base is shown the same file."""
     if base == "none":
         return None
-    return grid(engine.generate(Request(base, train.PREVIEW_SEEDS)), cols=4)
+    return files.picture(grid(engine.generate(Request(base, train.PREVIEW_SEEDS)), cols=4))
 
 
 def act(manager: JobManager, action: str, job_id: str | None, owner: str | None) -> None:
