@@ -129,6 +129,35 @@ def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> N
         assert np.array_equal(shown_pixels(page), expected)
 
 
+def test_a_change_made_before_the_first_context_is_drawn_is_still_in_the_history(page: Page) -> None:
+    # No wait for the variations: the seed changes while the first page's context may still be drawing.
+    old = current_src(page)
+    page.fill("#seed input", "70")
+    page.press("#seed input", "Enter")
+    wait_for_new_image(page, old)
+    old = current_src(page)
+    page.click("#history-back")
+    wait_for_new_image(page, old)
+    page.wait_for_function(f"() => document.querySelector('#seed input').value === '{DEFAULT_SEED}'")
+
+
+def test_two_visitors_opening_the_studio_at_once_get_every_picture_whole(studio_url: str) -> None:
+    # Both are shown the same first variations and strips at the same moment: none may arrive truncated.
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        pages = [browser.new_context().new_page() for _ in range(2)]
+        for visitor in pages:
+            visitor.goto(studio_url, wait_until="commit")
+        for visitor in pages:
+            visitor.wait_for_selector("#variations img", timeout=90_000)
+            visitor.wait_for_selector("#slider-strip-7 img", timeout=90_000)
+            visitor.wait_for_function("() => [...document.querySelectorAll('#variations img, .strip img')]"
+                                      ".every(img => img.complete)")
+            sizes = visitor.eval_on_selector_all("#variations img, .strip img", "imgs => imgs.map(i => i.naturalWidth)")
+            assert len(sizes) == 8 + 8 and min(sizes) > 0, sizes
+        browser.close()
+
+
 def test_a_fine_tune_from_upload_to_live_previews_to_cancel(page: Page, tmp_path) -> None:
     page.get_by_role("tab", name="Fine-tune").click()
     start_long_fine_tune(page, noise_artworks(tmp_path), "noise-prints", "noise-eyes")
