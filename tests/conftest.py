@@ -220,6 +220,14 @@ def wait_for_new_image(page: Page, old_src: str) -> None:
                            arg=old_src, timeout=60_000)
 
 
+def set_seed(page: Page, value: int) -> None:
+    """Type ``value`` into Explore's seed box and wait until the main image is redrawn."""
+    old = current_src(page)
+    page.fill("#seed input", str(value))
+    page.press("#seed input", "Enter")
+    wait_for_new_image(page, old)
+
+
 def start_long_fine_tune(page: Page, files: list[str], data_name: str, out_name: str, base: str = "tiny") -> None:
     """In a Playwright page on the Fine-tune tab: prepare ``files`` as a data set for model ``base`` and
     start a long Custom run (batch 4) making ``out_name``; returns once the job runs."""

@@ -13,7 +13,7 @@ from studio.engine import Engine, Request
 from studio.recipe import Recipe, read_recipe
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
 from tests.conftest import (
-    MAIN_IMG, current_src, launch_chromium, noise_artworks, shown_bytes, shown_pixels, start_long_fine_tune,
+    MAIN_IMG, current_src, launch_chromium, noise_artworks, set_seed, shown_bytes, shown_pixels, start_long_fine_tune,
     wait_for_new_image,
 )
 
@@ -52,10 +52,8 @@ def test_first_load_shows_the_default_eye_large_and_crisp(page: Page, eyes_engin
 
 
 def test_changing_the_seed_changes_the_image(page: Page, eyes_engine: Engine) -> None:
-    before, old_src = shown_pixels(page), current_src(page)
-    page.fill("#seed input", "123")
-    page.press("#seed input", "Enter")
-    wait_for_new_image(page, old_src)
+    before = shown_pixels(page)
+    set_seed(page, 123)
     after = shown_pixels(page)
     assert np.abs(after.astype(int) - before).mean() > 10  # a different picture, not a re-encode
     expected = eyes_engine.generate(Request("omniart-eyes", (123,), "amber", DEFAULT_TRUNCATION))[0]
@@ -110,16 +108,13 @@ def test_a_saved_pngs_recipe_restores_its_image(page: Page, tmp_path) -> None:
 
 
 def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> None:
-    def set_seed(value: str) -> None:
-        old = current_src(page)
-        page.fill("#seed input", value)
-        page.press("#seed input", "Enter")
-        wait_for_new_image(page, old)
-        # The history entry is written with the variations; wait for the gallery to show them.
+    def settle_on(value: str) -> None:
+        set_seed(page, int(value))
+        # Each state settles (its variations drawn) before the next one.
         page.wait_for_function(f"() => document.querySelector('#variations').innerText.includes('seed {int(value) + 1}')")
 
-    set_seed("50")
-    set_seed("60")
+    settle_on("50")
+    settle_on("60")
     for button, seed in (("#history-back", 50), ("#history-forward", 60)):
         old = current_src(page)
         page.click(button)
@@ -131,10 +126,7 @@ def test_back_and_forward_walk_the_history(page: Page, eyes_engine: Engine) -> N
 
 def test_a_change_made_before_the_first_context_is_drawn_is_still_in_the_history(page: Page) -> None:
     # No wait for the variations: the seed changes while the first page's context may still be drawing.
-    old = current_src(page)
-    page.fill("#seed input", "70")
-    page.press("#seed input", "Enter")
-    wait_for_new_image(page, old)
+    set_seed(page, 70)
     old = current_src(page)
     page.click("#history-back")
     wait_for_new_image(page, old)

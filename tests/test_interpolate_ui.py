@@ -21,7 +21,7 @@ from studio.ui.interpolate import HEAVY_EVENTS, HEAVY_LIMIT, build_interpolate_t
 from studio.ui.interpolate_logic import PREVIEW_FRAMES
 from studio.loadtest import free_port
 from tests.conftest import (
-    MAIN_IMG, RecordingEngine, current_src, launch_chromium, make_tiny_model, shown_pixels, wait_for_new_image,
+    MAIN_IMG, RecordingEngine, launch_chromium, make_tiny_model, set_seed, shown_pixels,
 )
 
 pytestmark = pytest.mark.slow
@@ -174,10 +174,7 @@ def test_studio_keyframes_added_in_explore_animate_in_interpolate(studio_url: st
         page.wait_for_selector(MAIN_IMG, timeout=90_000)
         first = shown_pixels(page)
         page.click("#add-keyframe")
-        old_src = current_src(page)
-        page.fill("#seed input", "40")
-        page.press("#seed input", "Enter")
-        wait_for_new_image(page, old_src)
+        set_seed(page, 40)
         second = shown_pixels(page)
         page.click("#add-keyframe")
 
