@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from studio.models import dcgan
+from studio.models import dcgan, stylegan2
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "dcgan": Architecture(dcgan.DCGANConfig, dcgan.Generator, dcgan.Discriminator),
+    "stylegan2": Architecture(
+        stylegan2.StyleGAN2Config, stylegan2.StyleGAN2Generator, stylegan2.StyleGAN2Discriminator
+    ),
 }
 
 

@@ -2,7 +2,7 @@
 
 Nothing outside ``studio.models`` reaches into a network's layers: semantic directions, fine-tuning
 and the zoo ask a generator or discriminator for what they need through these few members, so a
-new family (StyleGAN2 next) plugs in by offering them too.
+new family plugs in by offering them too. "The latent" is z for DCGAN and the mapped w for StyleGAN2.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ class GeneratorFace(Protocol):
     num_style_layers: int
 
     def latent_weight(self) -> torch.Tensor:
-        """The rows of the layer that reads z, one per latent dimension ``[z_dim, F]`` (for SeFa)."""
+        """The rows of the layers that read the latent, one per latent dimension ``[z_dim or w_dim, F]`` (SeFa)."""
         ...
 
     def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """That layer's output for ``z`` (and class vectors ``c``), flattened ``[N, F]`` (for GANSpace PCA)."""
+        """Features of ``z`` (and class vectors ``c``) to find directions in, ``[N, F]`` (for GANSpace PCA):
+        the first layer's output for DCGAN, w for StyleGAN2."""
         ...
 
     def freezable_blocks(self) -> list[nn.Module]:
