@@ -236,8 +236,9 @@ def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
         # kernel; the filter then smooths that grid and crops it back to exactly twice the side.
         x = _filter(F.conv_transpose2d(x, w.transpose(0, 1), stride=2), up, (1, 1), gain=4.0)
     if demodulate:
-        modulated = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
-        dcoefs = (modulated.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+        # |w * s|^2 summed over inputs and taps, as a product: no [N, O, I, k, k] tensor is built.
+        norms = styles.square() @ weight.square().sum(dim=[2, 3]).t()  # [N, O]
+        dcoefs = (norms + 1e-8).rsqrt()
         x = x * dcoefs.to(x.dtype)[:, :, None, None]
     return x
 
