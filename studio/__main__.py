@@ -252,8 +252,8 @@ def cmd_push(args: argparse.Namespace) -> None:
 def cmd_import(args: argparse.Namespace) -> None:
     """Convert a DCGAN-tutorial generator state dict file into a studio model."""
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
-    folder = zoo.import_tutorial_file(Path(args.path), args.name, args.resolution, args.latent, classes,
-                                      license=args.license, author=args.author, source=args.source)
+    folder = zoo.import_file(Path(args.path), args.name, classes, args.resolution, args.latent,
+                             license=args.license, author=args.author, source=args.source)
     print(f"imported {args.path} as model {args.name} into {folder}; "
           f"try: python -m studio generate --model {args.name} --seeds 0-7 --out grid.png")
 
@@ -388,15 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="with --dry-run: a new or empty folder for the upload")
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("import", help="turn a DCGAN-tutorial generator file into a model",
-                       description="Convert a PyTorch DCGAN-tutorial generator state dict (main.N.* tensors, or a "
-                                   "checkpoint holding it as netG_state_dict) into a model folder. The file is read "
-                                   "with torch.load(weights_only=True): pickled objects are refused.")
-    p.add_argument("path", metavar="PATH", help="the .pth/.pt/.tar file")
+    p = sub.add_parser("import", help="turn a StyleGAN2 .pkl or a DCGAN-tutorial generator file into a model",
+                       description="Convert a model file into a model folder, its layout read from its content: an "
+                                   "NVIDIA StyleGAN2 training snapshot (network-snapshot-*.pkl of stylegan2-ada-pytorch "
+                                   "or stylegan3), read by a restricted unpickler that never runs the code it carries, "
+                                   "sizes taken from its tensors; or a PyTorch DCGAN-tutorial generator state dict "
+                                   "(main.N.* tensors, or a checkpoint holding it as netG_state_dict), read with "
+                                   "torch.load(weights_only=True).")
+    p.add_argument("path", metavar="PATH", help="the .pkl, .pth, .pt or .tar file")
     p.add_argument("--name", required=True, help="name of the new model")
-    p.add_argument("--resolution", type=int, required=True, metavar="R", help="image side the generator draws")
+    p.add_argument("--resolution", type=int, metavar="R",
+                   help="image side a DCGAN-tutorial generator draws (a StyleGAN2 file says its own)")
     p.add_argument("--latent", type=int, default=100, help="size of z (default 100, the tutorial's)")
-    p.add_argument("--classes", help="class names of a conditional generator, in input order: a,b,c")
+    p.add_argument("--classes", help="class names of a conditional generator, in input order: a,b,c "
+                                     "(a StyleGAN2 model's default to 0, 1, ...)")
     p.add_argument("--license", default="", help="licence of the weights, such as mit")
     p.add_argument("--author", default="", help="who trained the weights")
     p.add_argument("--source", default="", help="where the weights come from (default: the file name)")

@@ -31,11 +31,17 @@ from torch import nn
 from studio import latent, zoo
 from studio.augment import POLICIES, diff_augment
 from studio.media import to_uint8
-from studio.models.folder import ModelConfig, ModelFolderError, build_discriminator, build_generator, save_pretrained
+from studio.models.folder import (
+    DISCRIMINATOR_FILE,
+    ModelConfig,
+    ModelFolderError,
+    build_discriminator,
+    build_generator,
+    save_pretrained,
+)
 from studio.storage import MAX_NAME_LENGTH, atomic_write, check_name, runs_dir, swap_dir
 
 LOSSES = ("logistic", "hinge", "wgan-gp")
-DISCRIMINATOR_FILE = "discriminator.safetensors"
 PREVIEW_SEEDS = tuple(range(8))
 AUGMENT_BELOW = 1000  # DiffAugment is on by default for sets smaller than this
 
@@ -531,10 +537,8 @@ def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: 
         ValueError: ``name`` is a built-in model, or an existing one and ``overwrite`` is off.
     """
     folder = zoo.writable_folder(name, overwrite)
-    d_state = {k: v.detach().cpu().contiguous() for k, v in d_state.items()}
     with swap_dir(folder) as tmp:
-        save_pretrained(tmp, config, generator)
-        atomic_write(tmp / DISCRIMINATOR_FILE, lambda p: save_file(d_state, str(p)))
+        save_pretrained(tmp, config, generator, d_state)
     return folder
 
 

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from studio.models.convert import ConversionError
+from studio.models.convert.nvidia_pickle import read_snapshot
+from studio.models.convert.nvidia_stylegan2 import convert_snapshot
 from studio.models.convert.pytorch_file import load_weights_only
 from studio.models.convert.tutorial_dcgan import sequential_dcgan_state, tutorial_config, tutorial_state
 from studio.models.folder import (
@@ -120,7 +122,8 @@ def _omniart_state() -> dict[str, torch.Tensor]:
     return sequential_dcgan_state(state)
 
 
-def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], where: str) -> Path:
+def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], where: str,
+                     discriminator_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Check ``state`` strictly against ``config``'s generator, then write the model folder atomically."""
     generator = build_generator(config)
     try:
@@ -129,7 +132,7 @@ def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.T
         raise ModelUnavailable(str(e)) from None
     generator.load_state_dict(state)
     with swap_dir(folder) as tmp:
-        save_pretrained(tmp, config, generator)
+        save_pretrained(tmp, config, generator, discriminator_state)
     return folder
 
 
@@ -172,6 +175,39 @@ def import_tutorial_file(path: Path, name: str, resolution: int, z_dim: int = 10
         config = tutorial_config(state, resolution, z_dim, tuple(class_names), title=name, license=license,
                                  author=author, source=source or f"imported from {path.name}")
     return _write_converted(folder, config, state, where=str(path))
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+
+
+def import_file(path: Path, name: str, class_names: tuple[str, ...] = (), resolution: int | None = None,
+                z_dim: int = 100, license: str = "", author: str = "", source: str = "") -> Path:
+    """Import a generator file of a layout the studio knows as local model ``name``, the layout read from its bytes.
+
+    A ``torch.save`` file (a zip) is a DCGAN-tutorial generator (``resolution`` and ``z_dim`` say its shape); a
+    pickle is an NVIDIA StyleGAN2 training snapshot (``.pkl``), read by the studio's restricted unpickler,
+    its sizes taken from the file. Nothing in either file is run.
+
+    Raises:
+        ValueError: ``name`` is not a fresh local model name.
+        ModelUnavailable: The file is unreadable, of another layout, or its tensors do not fit; in one sentence.
+    """
+    folder = writable_folder(name)
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError as e:
+        raise ModelUnavailable(f"cannot read {path}: {e.strerror or e}") from None
+    about = {"title": name, "license": license, "author": author, "source": source or f"imported from {path.name}"}
+    if head == ZIP_MAGIC:
+        if resolution is None:
+            raise ModelUnavailable(f"{path.name} is a PyTorch file: give the side its generator draws (--resolution)")
+        return import_tutorial_file(path, name, resolution, z_dim, class_names, license, author, source)
+    with _converting():
+        converted = convert_snapshot(read_snapshot(path, path.name), path.name, tuple(class_names), **about)
+    return _write_converted(folder, converted.config, converted.generator_state, str(path),
+                            converted.discriminator_state)
 
 
 DIGIFACE_REQUIREMENT = "gan-face-generate==1.1.1"

@@ -3,11 +3,14 @@ line, and the browser steps and checks that several test modules take."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -247,3 +250,71 @@ def start_long_fine_tune(page: Page, files: list[str], data_name: str, out_name:
     page.click("#ft-start")
     page.wait_for_function("() => document.querySelector('#ft-progress').innerText.includes('running')",
                            timeout=60_000)
+
+
+# -- NVIDIA-style pickles, written the way torch_utils.persistence writes them -----------------------
+
+
+@contextlib.contextmanager
+def fake_modules(**modules: dict[str, object]) -> Iterator[None]:
+    """Install modules named like NVIDIA's (``torch_utils.persistence``) holding ``attrs``, then remove them."""
+    added = []
+    for dotted, attrs in modules.items():
+        parts = dotted.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            if name not in sys.modules:
+                sys.modules[name] = types.ModuleType(name)
+                added.append(name)
+        for attr, value in attrs.items():
+            value.__module__, value.__qualname__ = dotted, attr  # pickle finds a global by these
+            setattr(sys.modules[dotted], attr, value)
+    try:
+        yield
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
+def reconstruct_by_running_source(meta: dict) -> object:
+    """What NVIDIA's reconstruction does first: run the carried source (the reader must never get here)."""
+    exec(meta["module_src"], {})  # noqa: S102 - the point: this must stay unreached
+    raise AssertionError("the reader called the file's reconstruction function")
+
+
+class EasyDict(dict):
+    """Stands in for ``dnnlib.util.EasyDict`` while pickling."""
+
+
+class Net(torch.nn.Module):
+    """A module that pickles like an NVIDIA persistent network of class ``class_name``."""
+
+    def __init__(self, class_name: str, kwargs: dict | None = None, source: str = "", **tensors: torch.Tensor):
+        super().__init__()
+        self._init_args, self._init_kwargs = (), kwargs or {}
+        for name, tensor in tensors.items():
+            if isinstance(tensor, torch.nn.Parameter):
+                self.register_parameter(name, tensor)
+            else:
+                self.register_buffer(name, tensor)
+        self.meta = {"type": "class", "version": 6, "module_src": source, "class_name": class_name}
+
+    def __reduce__(self) -> tuple:
+        state = {k: v for k, v in self.__dict__.items() if k != "meta"}
+        persistence = sys.modules["torch_utils.persistence"]
+        return persistence._reconstruct_persistent_obj, ({**self.meta, "state": state},)
+
+
+def nest(parent: Net, **children: Net) -> Net:
+    """``parent`` with ``children`` as its child modules."""
+    for name, child in children.items():
+        parent.add_module(name, child)
+    return parent
+
+
+def snapshot_bytes(networks: dict, protocol: int = 4) -> bytes:
+    """Pickle ``networks`` as NVIDIA's training loop does; the fake modules go away after."""
+    modules = {"torch_utils.persistence": {"_reconstruct_persistent_obj": reconstruct_by_running_source},
+               "dnnlib.util": {"EasyDict": EasyDict}}
+    with fake_modules(**modules):
+        return pickle.dumps(networks, protocol=protocol)

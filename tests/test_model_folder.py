@@ -141,7 +141,7 @@ def test_config_json_round_trips_byte_for_byte_with_the_architectures_own_config
 def test_the_architecture_config_may_be_given_built_and_is_checked() -> None:
     built = ModelConfig("dcgan", DCGANConfig(**FULL_ARCH), ("cat", "dog", "fox"))
     assert built == ModelConfig("dcgan", FULL_ARCH, ("cat", "dog", "fox"))
-    with pytest.raises(ArchitectureError, match="^unknown architecture 'stylegan9'; known: dcgan$"):
+    with pytest.raises(ArchitectureError, match="^unknown architecture 'stylegan9'; known: dcgan, stylegan2$"):
         ModelConfig("stylegan9", FULL_ARCH)
     with pytest.raises(ArchitectureError, match="^resolution must be one of"):
         ModelConfig("dcgan", {**FULL_ARCH, "resolution": 48})

@@ -24,6 +24,7 @@ from studio.storage import atomic_write, atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+DISCRIMINATOR_FILE = "discriminator.safetensors"
 
 
 class ModelFolderError(ValueError):
@@ -117,11 +118,18 @@ def build_discriminator(config: ModelConfig) -> nn.Module:
     return architecture(config.architecture).discriminator(config.arch)
 
 
-def save_pretrained(folder: Path, config: ModelConfig, generator: nn.Module) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``folder``, each atomically."""
+def save_pretrained(folder: Path, config: ModelConfig, generator: nn.Module,
+                    discriminator_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``, each atomically.
+
+    ``discriminator_state``: the discriminator's tensors, kept as ``DISCRIMINATOR_FILE`` for later fine-tunes.
+    """
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    if discriminator_state is not None:
+        d_state = {k: v.detach().to("cpu").contiguous() for k, v in discriminator_state.items()}
+        atomic_write(folder / DISCRIMINATOR_FILE, lambda tmp: save_file(d_state, str(tmp)))
     text = json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n"
     atomic_write_bytes(folder / CONFIG_FILE, text.encode())
 
