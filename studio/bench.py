@@ -53,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from studio import directions, media, zoo
 from studio.engine import Engine, default_device, generate_unbatched, prepare, run_generator
+from studio.models.folder import ModelConfig, build_generator
 from studio.sampling import Request, request_inputs
 from studio.storage import temporary_home
 from studio.zoo import LoadedModel
@@ -219,11 +220,20 @@ def forward_ms_per_image(model: LoadedModel, batch: int, repeats: int) -> float:
     return statistics.median(times) * 1000 / batch
 
 
+def random_stylegan2(resolution: int, device: torch.device) -> LoadedModel:
+    """A StyleGAN2 of config-f's shape (the FFHQ/LSUN networks' widths) at ``resolution`` px, random weights."""
+    config = ModelConfig("stylegan2", {"resolution": resolution, "channel_base": 32768, "channel_max": 512,
+                                       "conv_clamp": 256.0}, title=f"random config-f {resolution} px")
+    generator = build_generator(config).to(device).eval()
+    return LoadedModel(f"stylegan2 config-f {resolution}px (random)", config, generator, Path("."))
+
+
 def cmd_bench_forward(args: argparse.Namespace) -> None:
-    """Print ms per image at each batch size, default layout vs the engine's."""
+    """Print ms per image at each batch size, default layout vs the engine's, and GFLOP per image."""
     device = torch.device(args.device) if args.device else default_device()
-    model = zoo.load(args.model, device)
-    print(f"{args.model} on {device}: median ms per image over {args.repeats} passes")
+    model = random_stylegan2(args.stylegan2, device) if args.stylegan2 else zoo.load(args.model, device)
+    print(f"{model.name} on {device}: {gflop_per_image(model):.2f} GFLOP per image; median ms per image over "
+          f"{args.repeats} passes")
     print(f"{'batch':>6}  {'default layout':>14}  {'engine layout':>13}")
     plain = {b: forward_ms_per_image(model, b, args.repeats) for b in args.batches}
     prepare(model)

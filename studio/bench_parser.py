@@ -70,9 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=_lazy("bench", "cmd_bench_engine"))
 
-    p = kinds.add_parser("forward", help="ms per image at several batch sizes",
-                         description="Median milliseconds per image of forward passes at each batch size.")
+    p = kinds.add_parser("forward", help="ms per image at several batch sizes, and GFLOP per image",
+                         description="Median milliseconds per image of forward passes at each batch size, in the "
+                         "default memory layout and the engine's, and the floating-point operations of one image.")
     _model_argument(p)
+    p.add_argument("--stylegan2", type=int, metavar="R",
+                   help="instead of --model: a StyleGAN2 of config-f's shape (512-wide z and w, 8 mapping layers, "
+                        "channel_base 32768) at R px with random weights, built by the bench")
     p.add_argument("--batches", type=_client_counts, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
