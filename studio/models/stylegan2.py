@@ -309,7 +309,9 @@ class SynthesisBlock(nn.Module):
                 noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and image so far, and this block's ``ws [N, num_conv + 1, w_dim]`` -> both at this side."""
         if self.first:
-            x = self.const[None].expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
+            # A copy, not a view: a view of a parameter made under inference_mode still asks for gradients,
+            # which trips module hooks (torch's FlopCounterMode) downstream.
+            x = self.const[None].to(ws.dtype).repeat(ws.shape[0], 1, 1, 1)
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
         x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
