@@ -177,14 +177,15 @@ def import_tutorial_file(path: Path, name: str, resolution: int, z_dim: int = 10
     return _write_converted(folder, config, state, where=str(path))
 
 
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+# How a torch.save file starts: a zip since PyTorch 1.6, before that a pickle of this magic number first.
+TORCH_MAGICS = (b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.")
 
 
 def import_file(path: Path, name: str, class_names: tuple[str, ...] = (), resolution: int | None = None,
                 z_dim: int = 100, license: str = "", author: str = "", source: str = "") -> Path:
     """Import a generator file of a layout the studio knows as local model ``name``, the layout read from its bytes.
 
-    A ``torch.save`` file (a zip) is a DCGAN-tutorial generator (``resolution`` and ``z_dim`` say its shape); a
+    A ``torch.save`` file is a DCGAN-tutorial generator (``resolution`` and ``z_dim`` say its shape); any other
     pickle is an NVIDIA StyleGAN2 training snapshot (``.pkl``), read by the studio's restricted unpickler,
     its sizes taken from the file. Nothing in either file is run.
 
@@ -196,16 +197,16 @@ def import_file(path: Path, name: str, class_names: tuple[str, ...] = (), resolu
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(len(ZIP_MAGIC))
+            head = f.read(max(map(len, TORCH_MAGICS)))
     except OSError as e:
         raise ModelUnavailable(f"cannot read {path}: {e.strerror or e}") from None
-    about = {"title": name, "license": license, "author": author, "source": source or f"imported from {path.name}"}
-    if head == ZIP_MAGIC:
+    if head.startswith(TORCH_MAGICS):
         if resolution is None:
-            raise ModelUnavailable(f"{path.name} is a PyTorch file: give the side its generator draws (--resolution)")
+            raise ModelUnavailable(f"{path} is a PyTorch file: give the side its generator draws (--resolution)")
         return import_tutorial_file(path, name, resolution, z_dim, class_names, license, author, source)
+    about = {"title": name, "license": license, "author": author, "source": source or f"imported from {path.name}"}
     with _converting():
-        converted = convert_snapshot(read_snapshot(path, path.name), path.name, tuple(class_names), **about)
+        converted = convert_snapshot(read_snapshot(path, str(path)), str(path), tuple(class_names), **about)
     return _write_converted(folder, converted.config, converted.generator_state, str(path),
                             converted.discriminator_state)
 

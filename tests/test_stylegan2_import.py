@@ -159,3 +159,23 @@ def test_code_in_the_file_never_runs_and_hostile_files_are_refused_with_nothing_
     assert not marker.exists() and zoo.model_names()[len(zoo.BUILTIN):] == ["safe"]
     wrong = run_cli("import", str(tmp_path / "src.pkl"), "--name", "few", "--classes", "a,b", home=home)
     assert wrong.returncode == 2 and "is a model of 0 classes, not 2" in wrong.stderr
+
+
+def test_the_layout_is_read_from_the_bytes_whatever_the_file_is_called(home: Path, tmp_path: Path) -> None:
+    # A DCGAN-tutorial state dict saved in torch's pre-1.6 (non-zip) format is a pickle too: still the tutorial's.
+    torch.manual_seed(0)
+    state, widths = {}, [8, 32, 16, 8, 3]  # z of 8, three hidden blocks, RGB: a 32 px generator
+    for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
+        state[f"main.{3 * i}.weight"] = torch.randn(cin, cout, 4, 4)
+        if cout != 3:
+            state |= {f"main.{3 * i + 1}.{k}": v for k, v in torch.nn.BatchNorm2d(cout).state_dict().items()}
+    torch.save(state, tmp_path / "legacy.pkl", _use_new_zipfile_serialization=False)
+    result = run_cli("import", str(tmp_path / "legacy.pkl"), "--name", "old", "--resolution", "32", "--latent", "8",
+                     home=home)
+    assert result.returncode == 0, result.stderr
+    assert load_config(home / "models" / "old").architecture == "dcgan"
+    no_side = run_cli("import", str(tmp_path / "legacy.pkl"), "--name", "old2", home=home)
+    assert no_side.returncode == 2 and "give the side its generator draws (--resolution)" in no_side.stderr
+    write_snapshot(tmp_path / "snapshot.pth")  # a snapshot under a .pth name is still a snapshot
+    assert run_cli("import", str(tmp_path / "snapshot.pth"), "--name", "sg", home=home).returncode == 0
+    assert load_config(home / "models" / "sg").architecture == "stylegan2"
