@@ -28,6 +28,9 @@ MAX_EDIT = 5.0  # slider values, in the latent's standard deviations; a latent l
 MAX_CLASS_WEIGHT = 1000.0  # weights are relative (normalised when drawn): 1000:1 is already 99.9% one class
 
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
+
+
 def check_seed(seed: int) -> int:
     """Return ``seed`` as an int if numpy accepts it (a whole number, 0 <= seed < 2**32), else raise ValueError."""
     try:
@@ -35,9 +38,9 @@ def check_seed(seed: int) -> int:
     except (TypeError, ValueError, OverflowError):  # None, NaN, infinity, text
         whole = None
     if whole is None or isinstance(seed, bool) or whole != seed:
-        raise ValueError(f"seed {seed!r} is not a whole number: seeds run from 0 to {2**32 - 1}")
-    if not 0 <= whole < 2**32:
-        raise ValueError(f"seed {seed} is out of range: seeds run from 0 to {2**32 - 1}")
+        raise ValueError(f"seed {seed!r} is not a whole number: seeds run from 0 to {MAX_SEED}")
+    if not 0 <= whole <= MAX_SEED:
+        raise ValueError(f"seed {seed} is out of range: seeds run from 0 to {MAX_SEED}")
     return whole
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from studio import directions
 from studio.animation import MAX_KEYFRAMES
-from studio.latent import check_seed
+from studio.latent import MAX_SEED, check_seed
 from studio.media import grid
 from studio.recipe import Recipe, check_weights, read_recipe, request_for
 from studio.sampling import Request, strip_inputs
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from studio.models.folder import ModelConfig
     from studio.ui.files import ImageFiles
 
-MAX_SEED = 2**32 - 1
 VARIATIONS = 8
 STRIP_VALUES = (-3.0, 0.0, 3.0)
 HISTORY = 50
