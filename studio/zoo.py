@@ -37,6 +37,7 @@ from studio.models.folder import (
     WEIGHTS_FILE,
     ModelConfig,
     ModelFolderError,
+    build_discriminator,
     build_generator,
     check_state_dict,
     from_pretrained,
@@ -124,10 +125,14 @@ def _omniart_state() -> dict[str, torch.Tensor]:
 
 def _write_converted(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], where: str,
                      discriminator_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Check ``state`` strictly against ``config``'s generator, then write the model folder atomically."""
+    """Check ``state`` (and ``discriminator_state``) strictly against ``config``'s networks, then write the model
+    folder atomically."""
     generator = build_generator(config)
     try:
         check_state_dict(generator, state, where=where)
+        if discriminator_state is not None:
+            with torch.device("meta"):  # shapes only: the discriminator is stored, not run
+                check_state_dict(build_discriminator(config), discriminator_state, where=f"{where} (D)")
     except ModelFolderError as e:
         raise ModelUnavailable(str(e)) from None
     generator.load_state_dict(state)

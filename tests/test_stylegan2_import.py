@@ -82,9 +82,10 @@ def networks(num_classes: int, seed: int = 0) -> tuple[StyleGAN2Generator, Style
     return g, d
 
 
-def write_snapshot(path: Path, num_classes: int = 0, dtype: torch.dtype = torch.float32,
-                   source: str = "") -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
-    """An NVIDIA-style ``network-snapshot.pkl`` of a fresh pair at ``path``; returns the pair."""
+def write_snapshot(path: Path, num_classes: int = 0, dtype: torch.dtype = torch.float32, source: str = "",
+                   drop_from_d: str = "") -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+    """An NVIDIA-style ``network-snapshot.pkl`` of a fresh pair at ``path`` (``drop_from_d``: a D tensor left
+    out); returns the pair."""
     g, d = networks(num_classes)
     g_kwargs = {"z_dim": 8, "c_dim": num_classes, "w_dim": 8, "img_resolution": 16, "img_channels": 3,
                 "mapping_kwargs": EasyDict(num_layers=2),
@@ -96,7 +97,8 @@ def write_snapshot(path: Path, num_classes: int = 0, dtype: torch.dtype = torch.
     for net in g_tree.modules():
         net.meta["module_src"] = source
     snapshot = {"G": persistent_tree(g.state_dict(), g_kwargs, False), "G_ema": g_tree,
-                "D": persistent_tree(d.state_dict(), d_kwargs, True), "augment_pipe": None,
+                "D": persistent_tree({k: v for k, v in d.state_dict().items() if k != drop_from_d}, d_kwargs, True),
+                "augment_pipe": None,
                 "training_set_kwargs": EasyDict(path="art.zip", resolution=16)}
     path.write_bytes(snapshot_bytes(snapshot))
     return g, d
@@ -179,3 +181,10 @@ def test_the_layout_is_read_from_the_bytes_whatever_the_file_is_called(home: Pat
     write_snapshot(tmp_path / "snapshot.pth")  # a snapshot under a .pth name is still a snapshot
     assert run_cli("import", str(tmp_path / "snapshot.pth"), "--name", "sg", home=home).returncode == 0
     assert load_config(home / "models" / "sg").architecture == "stylegan2"
+
+
+def test_a_discriminator_that_does_not_fit_is_refused_with_nothing_written(home: Path, tmp_path: Path) -> None:
+    write_snapshot(tmp_path / "bad-d.pkl", drop_from_d="b4.out.weight")
+    refused = run_cli("import", str(tmp_path / "bad-d.pkl"), "--name", "bad", home=home)
+    assert refused.returncode == 2 and "(D) is missing tensor 'b4.out.weight'" in refused.stderr
+    assert zoo.model_names()[len(zoo.BUILTIN):] == []
