@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from studio import zoo
+from studio.bench import CHROMIUM_FLAGS
 from studio.loadtest import launched_studio
 from studio.engine import Engine, Request
 from studio.models.folder import ModelConfig, build_generator, save_pretrained
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("cat", "dog", "fox")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: `playwright install` cannot download browsers here
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
 MAIN_IMG = "#main-image img"
 
 
