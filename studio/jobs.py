@@ -323,7 +323,9 @@ def run_worker(folder: Path) -> int:
                            "s_per_step": rate})
             # The whole history is rewritten each time: at most once a second (and at the end), so a
             # long run's file writes stay linear in its length, not quadratic.
-            if time.monotonic() - written >= PROGRESS_EVERY_S or step == total or previews is not None:
+            checkpoint_next = step % config.checkpoint_every == 0  # its curve is on disk before it
+            if (time.monotonic() - written >= PROGRESS_EVERY_S or step == total or previews is not None
+                    or checkpoint_next):
                 flush()
                 written = time.monotonic()
 

@@ -489,14 +489,16 @@ def finetune(config: TrainConfig, images: torch.Tensor, progress_fn: ProgressFn 
         losses = run.train_step()
         if not all(math.isfinite(v) for v in losses.values()):
             raise FloatingPointError(f"training diverged at step {run.step} (losses {losses}); try a lower lr")
-        if writer and run.step % config.checkpoint_every == 0:
-            run.save_checkpoint(folder)
         last = run.step == config.steps
         if sample_fn and writer and ((sample_every and run.step % sample_every == 0) or last):
             sample_fn(run.step, run.previews(range(samples)))
         if progress_fn and writer:
             show = run.step % config.preview_every == 0 or last
             progress_fn(run.step, config.steps, losses, run.previews() if show else None)
+        # After the progress report: a process killed in between then resumes from an older checkpoint
+        # whose curve is complete, never from one whose last steps the curve has not recorded.
+        if writer and run.step % config.checkpoint_every == 0:
+            run.save_checkpoint(folder)
     if run.world > 1:
         _check_replicas(run.g)
     model_dir = None

@@ -1,9 +1,11 @@
 """Background fine-tune jobs in real worker processes: finish, cancel, restart, crash."""
 
+import json
 import os
 import signal
 import threading
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,36 @@ def test_a_restarted_manager_marks_the_job_interrupted_and_resumes_it(tiny: str,
         assert steps == list(range(1, 61))  # the curve runs on from the checkpoint without repeats
     finally:
         second.close()
+
+
+def test_every_checkpoint_finds_its_steps_already_in_the_progress_file(
+        tiny: str, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker killed just after a checkpoint resumes from it; the curve must already reach that step,
+    # however rarely the progress file is written otherwise.
+    make_dataset(tmp_path)
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 1e9)
+    folder = jobs_dir_with(config(tiny, "steady", 12))
+    recorded: dict[int, int] = {}
+    save = train.Run.save_checkpoint
+
+    def watched(run: train.Run, where: Path) -> Path:
+        recorded[run.step] = max(h["step"] for h in jobs.read_json(folder / "progress.json")["history"])
+        return save(run, where)
+
+    monkeypatch.setattr(train.Run, "save_checkpoint", watched)
+    monkeypatch.setattr(jobs.os, "nice", lambda _: 0)  # the in-process worker must not slow the suite down
+    assert jobs.run_worker(folder) == 0
+    assert sorted(recorded) == [5, 10, 12] and all(recorded[step] >= step for step in (5, 10))
+
+
+def jobs_dir_with(train_config: train.TrainConfig) -> Path:
+    """A job folder as ``JobManager.submit`` writes it, for running the worker in this process."""
+    folder = storage.jobs_dir() / "in-process"
+    folder.mkdir(parents=True)
+    doc = {"id": "in-process", "data": "prints", "config": asdict(replace(train_config, run="in-process")),
+           "status": jobs.RUNNING, "resume": False}
+    (folder / "job.json").write_text(json.dumps(doc))
+    return folder
 
 
 def test_a_crashing_job_reports_its_error_and_keeps_its_checkpoints(tiny: str, tmp_path: Path, manager) -> None:
