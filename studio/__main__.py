@@ -59,8 +59,33 @@ def generate_recipes(args: argparse.Namespace, weights_sha256: str) -> list[reci
             known = ", ".join(config.class_names) if config.class_names else "none (the model is unconditional)"
             raise UsageError(f"unknown class {name!r} for {args.model}; classes: {known}")
     edits = parse_pairs(args.edit, "edit", int) if args.edit else {}
-    return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits)
-            for s in seeds]
+    mix_seed, mix_layers = parse_mix(args.mix) if args.mix else (None, None)
+    edit_layers = parse_layers(args.edit_layers, "--edit-layers") if args.edit_layers else None
+    try:
+        return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits,
+                                  edit_layers, mix_seed, mix_layers, args.noise_seed) for s in seeds]
+    except recipe_mod.RecipeError as e:
+        raise UsageError(str(e)) from None
+
+
+def parse_layers(text: str, what: str) -> tuple[int, int]:
+    """Style layers ``A-B`` (or one layer ``A``) as (first, last)."""
+    first, _, last = text.strip().partition("-")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: write style layers as FIRST-LAST, such as 0-3") from None
+
+
+def parse_mix(text: str) -> tuple[int, tuple[int, int]]:
+    """``SEED:A-B`` as (seed, (first, last))."""
+    seed, sep, layers = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(seed), parse_layers(layers, "--mix")
+    except ValueError:
+        raise UsageError(f"bad --mix {text!r}: write it as SEED:FIRST-LAST, such as 5:0-3") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -277,6 +302,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                                   "direction index = value, such as 0=3,2=-2")
     p.add_argument("--directions", choices=["sefa", "pca"], default="sefa",
                    help="directions the edits refer to: closed-form (sefa, default) or GANSpace PCA (pca)")
+    styles = p.add_argument_group("StyleGAN models", "per-layer style controls (0 = the coarsest, 4x4 layer)")
+    styles.add_argument("--mix", metavar="SEED:A-B", help="style mixing: style layers A..B (inclusive) from SEED, "
+                                                           "such as 5:0-3 (coarse: pose and shape)")
+    styles.add_argument("--edit-layers", metavar="A-B", help="the style layers the --edit sliders move (default: all)")
+    styles.add_argument("--noise-seed", type=int, metavar="N",
+                        help="seed of the fine-detail noise (default: the model's constant noise)")
 
 
 def build_parser() -> argparse.ArgumentParser:

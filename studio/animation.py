@@ -1,7 +1,8 @@
 """Keyframe animation: a path through the latents of 2 to 16 recipes, rendered and exported.
 
 Each keyframe is a recipe (the full state of one image). A path runs from keyframe to keyframe in z
-(lerp or slerp) while the class vectors are lerped. Frames are drawn through the engine a few at a
+(lerp or slerp) while the class vectors are lerped; for a style family (StyleGAN2) it walks W instead,
+linearly between the keyframes' styles (mixing and edits included), with the first keyframe's noise. Frames are drawn through the engine a few at a
 time (so other visitors' requests get their turn in between) and streamed into an animated GIF or
 an H.264 MP4 (so a long animation is never all in memory).
 """
@@ -13,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,8 @@ def keyframe_model(recipes: Sequence[Recipe]) -> str:
 
 
 def keyframe_inputs(engine: Engine, recipes: Sequence[Recipe]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The keyframes' generator inputs: z ``[K, z_dim]`` and class vectors ``[K, C]`` (None if unconditional).
+    """The keyframes' drawing latents (z ``[K, z_dim]``, or styles ``[K, L, w_dim]``) and class vectors
+    ``[K, C]`` (None if unconditional or styled).
 
     Raises:
         ValueError: See ``keyframe_model``; recipe.RecipeError when a recipe was made with other
@@ -110,9 +112,9 @@ def keyframe_inputs(engine: Engine, recipes: Sequence[Recipe]) -> tuple[torch.Te
     zs, cs = [], []
     for r in recipes:
         check_weights(r, model)  # other weights would not give the keyframe's image back
-        z, c = request_inputs(model, request_for(r))
-        zs.append(z)
-        cs.append(c)
+        inputs = request_inputs(model, request_for(r))
+        zs.append(inputs.latents)
+        cs.append(inputs.c)
     return torch.cat(zs), None if cs[0] is None else torch.cat(cs)
 
 
@@ -120,12 +122,15 @@ def frame_inputs(z: torch.Tensor, c: torch.Tensor | None,
                  options: PathOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The latents of every frame of a path through keyframe latents ``z`` ``[K, z_dim]`` (and classes ``c``).
 
+    Styles ``[K, L, w_dim]`` are always interpolated linearly: W is where StyleGAN's paths are straight,
+    and slerp's norm argument holds for a Gaussian z only.
+
     Returns:
         z ``[T, z_dim]`` and class vectors ``[T, C]`` (or None), ``T = frames_per_segment x segments``.
         A frame at t = 0 is its keyframe's latent to the bit, so it draws the keyframe's image.
     """
     k = len(z)
-    interpolate = latent.slerp if options.mode == "slerp" else latent.lerp
+    interpolate = latent.slerp if options.mode == "slerp" and z.dim() == 2 else latent.lerp
     frames_z, frames_c = [], []
     for start, t in options.times(k):
         end = (start + 1) % k  # the loop's last segment returns to keyframe 0
@@ -148,15 +153,18 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
             engine's errors otherwise.
     """
     z, c = frame_inputs(*keyframe_inputs(engine, recipes), options)
-    return _drawn(engine, recipes[0].model, z[::step], None if c is None else c[::step])
+    noise = recipes[0].noise_seed  # fine detail that changed from frame to frame would flicker
+    return _drawn(engine, Request(recipes[0].model, z=z[::step], c=None if c is None else c[::step],
+                                  noise_seed=noise, background=True))
 
 
-def _drawn(engine: Engine, model: str, z: torch.Tensor, c: torch.Tensor | None) -> Iterator[np.ndarray]:
-    start = 0
+def _drawn(engine: Engine, frames: Request) -> Iterator[np.ndarray]:
+    """``frames``' images, a few engine requests at a time."""
+    start, z, c = 0, frames.z, frames.c
     while start < len(z):
         drawing = engine.quiet_for() < DRAWING_QUIET_S
         part = slice(start, start + (FRAMES_WHILE_DRAWING if drawing else FRAMES_PER_REQUEST))
-        yield from engine.generate(Request(model, z=z[part], c=None if c is None else c[part], background=True))
+        yield from engine.generate(replace(frames, z=z[part], c=None if c is None else c[part]))
         start = part.stop
 
 

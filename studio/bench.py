@@ -79,9 +79,9 @@ def matmul_gflop_s(n: int = 2048, repeats: int = 7, device: torch.device | str =
 
 def gflop_per_image(model: LoadedModel) -> float:
     """Floating-point operations of one batch-1 forward pass, in GFLOP."""
-    z, c = request_inputs(model, Request(model.name, (0,)))
+    inputs = request_inputs(model, Request(model.name, (0,)))
     with FlopCounterMode(display=False) as counter:
-        run_generator(model, z, c)
+        run_generator(model, inputs)
     return counter.get_total_flops() / 1e9
 
 
@@ -92,11 +92,11 @@ def _sync(device: torch.device | str) -> None:
 
 def ceiling_img_s(model: LoadedModel, seconds: float) -> float:
     """Images per second of back-to-back batch-64 passes (no queue, no clients)."""
-    z, c = request_inputs(model, Request(model.name, tuple(range(CEILING_BATCH))))
-    run_generator(model, z, c)  # warm-up
+    inputs = request_inputs(model, Request(model.name, tuple(range(CEILING_BATCH))))
+    run_generator(model, inputs)  # warm-up
     images, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        run_generator(model, z, c)  # returns host arrays, so each pass has finished
+        run_generator(model, inputs)  # returns host arrays, so each pass has finished
         images += CEILING_BATCH
     return images / (time.perf_counter() - start)
 
@@ -210,12 +210,12 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
 
 def forward_ms_per_image(model: LoadedModel, batch: int, repeats: int) -> float:
     """Median milliseconds per image over ``repeats`` timed passes of ``batch`` images."""
-    z, c = request_inputs(model, Request(model.name, tuple(range(batch))))
-    run_generator(model, z, c)  # warm-up
+    inputs = request_inputs(model, Request(model.name, tuple(range(batch))))
+    run_generator(model, inputs)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_generator(model, z, c)
+        run_generator(model, inputs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000 / batch
 
@@ -328,13 +328,13 @@ def cmd_bench_sliders(args: argparse.Namespace) -> None:
         print(f"  {method} directions: median {statistics.median(times) * 1000:.0f} ms to compute (3 runs)")
     directions.load_or_compute(model, "sefa")  # the cache a studio has after its first slider move
     cls = model.config.class_names[0] if model.config.class_names else None
-    z, c = request_inputs(model, Request(model.name, (7,), cls))
+    inputs = request_inputs(model, Request(model.name, (7,), cls))
     values = np.linspace(-5, 5, args.moves)
     with Engine(str(device), loader=lambda _name, _device: model) as engine:
         engine.generate(Request(model.name, (7,), cls, 1.0, ((0, 1.0),)))  # warm-up
         forward, moves = [], []
         for v in values:  # alternate, so both see the same machine load
-            forward.append(_timed(lambda: run_generator(model, z, c)))
+            forward.append(_timed(lambda: run_generator(model, inputs)))
             moves.append(_timed(lambda v=v: engine.generate(Request(model.name, (7,), cls, 1.0, ((0, float(v)),)))))
     f50, f95 = _percentiles_ms(forward)
     m50, m95 = _percentiles_ms(moves)

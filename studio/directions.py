@@ -19,39 +19,53 @@ DIRECTIONS_FILE = "directions.safetensors"
 NAMES_FILE = "sliders.json"
 
 
-def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS,
-            samples: int = PCA_SAMPLES) -> torch.Tensor:
-    """Find ``k`` directions ``[k, z_dim]`` for ``model`` with ``method`` ("sefa" or "pca").
+def compute(model: LoadedModel, method: str, k: int = MAX_DIRECTIONS, samples: int = PCA_SAMPLES,
+            layers: tuple[int, int] | None = None) -> torch.Tensor:
+    """Find ``k`` directions ``[k, D]`` in ``model``'s latent (z, or W for a style family) with ``method``.
 
-    Both read the layer that takes z through the generator's face: SeFa its weight, PCA its output.
+    Both read the layers that take the latent through the generator's face: SeFa their weights (of
+    style ``layers`` only, when given), PCA their output. Each direction is scaled to one slider unit
+    (``direction_units``): z's standard deviation for DCGAN, the spread of w along it in W.
     """
-    z_dim = model.config.z_dim
-    k = min(k, z_dim)
-    if method == "sefa":
-        return latent.sefa_directions(model.generator.latent_weight().cpu(), k)  # weight [z_dim, F]
-    if method != "pca":
+    if method not in METHODS:
         raise ValueError(f"unknown directions method {method!r}; choose one of {', '.join(METHODS)}")
     # Sample with a fixed seed range so the directions are reproducible; the class vector is the
     # uniform blend so no single class dominates the features.
-    z = latent.seed_latents(range(samples), z_dim)
+    z = latent.seed_latents(range(samples), model.config.z_dim)
     c = latent.class_vector(None, model.config.class_names).expand(samples, -1)
     device = next(model.generator.parameters()).device
-    features = []
-    chunk = 256
+    generator = model.generator
     with torch.inference_mode():
-        for start in range(0, samples, chunk):
-            zc, cc = z[start : start + chunk].to(device), c[start : start + chunk].to(device)
-            features.append(model.generator.latent_features(zc, cc).cpu())  # [chunk, F]
-    return latent.pca_directions(z, torch.cat(features), k)
+        if method == "sefa":
+            weight = generator.latent_weight(layers).cpu()  # [D, F]
+            dirs = latent.sefa_directions(weight, min(k, len(weight)))
+        else:
+            features = [generator.latent_features(z[i : i + 256].to(device), c[i : i + 256].to(device)).cpu()
+                        for i in range(0, samples, 256)]  # [N, F], a chunk at a time
+            dirs = latent.pca_directions(_latents_pca_reads(model, z, c), torch.cat(features), k)
+        units = generator.direction_units(dirs.to(device), z.to(device), c.to(device)).cpu()
+    return dirs * units[:, None]
 
 
-def load_or_compute(model: LoadedModel, method: str) -> torch.Tensor:
-    """The model's ``[MAX_DIRECTIONS, z_dim]`` directions for ``method``, computed once then cached.
+def _latents_pca_reads(model: LoadedModel, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The latents PCA regresses its components onto: z itself, or w (the features) for a style family."""
+    if not model.generator.num_style_layers:
+        return z
+    device = next(model.generator.parameters()).device
+    return torch.cat([model.generator.latent_features(z[i : i + 256].to(device), c[i : i + 256].to(device)).cpu()
+                      for i in range(0, len(z), 256)])
+
+
+def load_or_compute(model: LoadedModel, method: str, layers: tuple[int, int] | None = None) -> torch.Tensor:
+    """The model's ``[MAX_DIRECTIONS, D]`` directions for ``method`` (SeFa: of style ``layers``), computed
+    once then cached.
 
     The file cache is keyed by the weights' hash, so a model folder whose weights change recomputes;
     the loaded model keeps them in memory too, since every slider move needs them.
     """
-    memo_key = ("directions", method)
+    # PCA's directions are the same for every layer range; only where they are added differs.
+    scope = f"{layers[0]}-{layers[1]}" if layers is not None and method == "sefa" else ""
+    memo_key = ("directions", method, scope)
     if memo_key in model.memo:
         return model.memo[memo_key]
     path = model.folder / DIRECTIONS_FILE
@@ -61,10 +75,10 @@ def load_or_compute(model: LoadedModel, method: str) -> torch.Tensor:
             cached = load_file(str(path))
         except Exception:  # a damaged cache is only a cache: recompute it
             cached = {}
-    key = f"{method}:{model.weights_sha256[:16]}"
+    key = f"{method}{'@' + scope if scope else ''}:{model.weights_sha256[:16]}"
     if key not in cached:
         cached = {k: v for k, v in cached.items() if k.endswith(model.weights_sha256[:16])}
-        cached[key] = compute(model, method).contiguous()
+        cached[key] = compute(model, method, layers=layers).contiguous()
         atomic_write(path, lambda tmp: save_file(cached, str(tmp)))
     model.memo[memo_key] = cached[key]
     return cached[key]

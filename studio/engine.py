@@ -24,7 +24,7 @@ import torch
 from studio import zoo
 from studio.media import to_uint8
 from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
-from studio.sampling import Request, request_inputs
+from studio.sampling import Inputs, Request, request_inputs
 from studio.spaces_gpu import gpu
 from studio.zoo import LoadedModel
 
@@ -67,22 +67,21 @@ def _precision(device: torch.device) -> contextlib.AbstractContextManager:
 
 @gpu()
 @torch.inference_mode()
-def run_generator(model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
-    """One forward pass: latents (and class vectors) -> ``[N, H, W, 3]`` uint8 images.
+def run_generator(model: LoadedModel, inputs: Inputs) -> np.ndarray:
+    """One forward pass: drawing latents (and class vectors, noise seeds) -> ``[N, H, W, 3]`` uint8 images.
 
     On CUDA the pass runs under fp16 autocast; elsewhere in fp32.
     """
     device = next(model.generator.parameters()).device
-    c = None if c is None else c.to(device)
+    c = None if inputs.c is None else inputs.c.to(device)
     with _precision(device):
-        return to_uint8(model.generator(z.to(device), c))
+        return to_uint8(model.generator.draw(inputs.latents.to(device), c, inputs.noise_seeds))
 
 
 def generate_unbatched(model: LoadedModel, seeds: Sequence[int],
                        classes: str | Mapping[str, float] | None = None, truncation: float = 1.0) -> np.ndarray:
     """Draw one image per seed in one forward pass, without the engine: ``[N, H, W, 3]`` uint8."""
-    z, c = request_inputs(model, Request(model.name, tuple(seeds), classes, truncation))
-    return run_generator(model, z, c)
+    return run_generator(model, request_inputs(model, Request(model.name, tuple(seeds), classes, truncation)))
 
 
 def prepare(model: LoadedModel) -> LoadedModel:
@@ -284,7 +283,7 @@ class _Pending:
     deadline: float
 
 
-_WithInputs = tuple[_Pending, torch.Tensor, torch.Tensor | None]  # a request, its z and class vectors
+_WithInputs = tuple[_Pending, Inputs]  # a request and its generator inputs
 
 
 def _resolve(pending: _Pending, result: np.ndarray | None = None, error: BaseException | None = None) -> None:
@@ -580,11 +579,10 @@ class Engine:
         inputs = self._inputs(model, batch)
         if not inputs:
             return
-        live = [pending for pending, _, _ in inputs]
-        z = torch.cat([z for _, z, _ in inputs])
-        c = None if inputs[0][2] is None else torch.cat([c for _, _, c in inputs])
+        live = [pending for pending, _ in inputs]
+        batch_inputs = Inputs.cat([one for _, one in inputs])
         try:
-            images = self._forward(model, z, c)
+            images = self._forward(model, batch_inputs)
         except Exception as e:
             for pending in live:
                 _resolve(pending, error=_generation_error(model.name, e))
@@ -593,7 +591,7 @@ class Engine:
         with self._cond:
             self._batches += 1
             self._requests += len(live)
-            self._images += len(z)
+            self._images += len(batch_inputs)
             self._latencies.extend(done - p.submitted for p in live)
         start = 0
         for pending in live:
@@ -602,29 +600,26 @@ class Engine:
             start += n
 
     def _inputs(self, model: LoadedModel, batch: list[_Pending]) -> list[_WithInputs]:
-        """Each request with its z and class vectors; a bad request (unknown class...) fails alone, left out."""
+        """Each request with its inputs; a bad request (unknown class...) fails alone, left out."""
         inputs = []
         for pending in batch:
             try:
-                z, c = request_inputs(model, pending.request)
+                inputs.append((pending, request_inputs(model, pending.request)))
             except Exception as e:
                 _resolve(pending, error=e)
-                continue
-            inputs.append((pending, z, c))
         return inputs
 
-    def _forward(self, model: LoadedModel, z: torch.Tensor, c: torch.Tensor | None) -> np.ndarray:
-        """Images for all of ``z`` in passes of at most ``max_batch``, halving them on CUDA out-of-memory."""
+    def _forward(self, model: LoadedModel, inputs: Inputs) -> np.ndarray:
+        """Images for all of ``inputs`` in passes of at most ``max_batch``, halving them on CUDA out-of-memory."""
         chunk = self.max_batch
         while True:
             try:
                 return np.concatenate([
-                    run_generator(model, z[i : i + chunk], None if c is None else c[i : i + chunk])
-                    for i in range(0, max(len(z), 1), chunk)
+                    run_generator(model, inputs[i : i + chunk]) for i in range(0, max(len(inputs), 1), chunk)
                 ])
             except torch.cuda.OutOfMemoryError:
                 if chunk == 1:
                     raise
-                chunk = max(1, min(chunk, len(z)) // 2)
+                chunk = max(1, min(chunk, len(inputs)) // 2)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -34,6 +34,7 @@ MAX_RECIPE_BYTES = 64 * 1024
 MAX_NESTING = 8  # a recipe nests 2 deep: the document, then its classes and edits
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+MAX_STYLE_LAYERS = 64  # a 1024 px StyleGAN2 has 18 style inputs; 64 leaves room without being unbounded
 _SHA256 = re.compile(r"(?:[0-9a-f]{64})?")  # empty: not yet drawn, so no weights to check
 
 
@@ -54,6 +55,11 @@ class Recipe:
         truncation: psi.
         directions: Directions method the edits refer to ("sefa" or "pca").
         edits: Slider values ``{direction index: value}`` in units of the latent's std.
+        edit_layers: The style layers ``(first, last)`` the sliders move; None = all. Style families only,
+            as are the next three (a DCGAN recipe leaves them None, and its JSON without them).
+        mix_seed: Style mixing: the seed whose styles replace layers ``mix_layers``; None = no mixing.
+        mix_layers: The style layers ``(first, last)`` taken from ``mix_seed``.
+        noise_seed: The seed of the per-layer noise; None = the model's constant noise.
     """
 
     model: str
@@ -63,6 +69,10 @@ class Recipe:
     truncation: float = 1.0
     directions: str = "sefa"
     edits: dict[int, float] = field(default_factory=dict)
+    edit_layers: tuple[int, int] | None = None
+    mix_seed: int | None = None
+    mix_layers: tuple[int, int] | None = None
+    noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in words, any state no image can be drawn from: every number finite and in range.
@@ -85,12 +95,19 @@ class Recipe:
             latent.check_truncation(self.truncation)
             latent.check_class_weights(self.classes)
             latent.check_edits(self.edits.items())
+            for seed in (self.mix_seed, self.noise_seed):
+                if seed is not None:
+                    _check_int_seed(seed)
+            for layers in (self.edit_layers, self.mix_layers):
+                _check_layer_pair(layers)
+            if (self.mix_seed is None) != (self.mix_layers is None):
+                raise ValueError("style mixing needs both a seed and its layers (mix_seed, mix_layers)")
         except ValueError as e:
             raise RecipeError(str(e)) from None
 
     def to_json(self) -> str:
-        """The recipe as a JSON document (strict JSON: never NaN or infinity)."""
-        d = asdict(self)
+        """The recipe as a JSON document (strict JSON: never NaN or infinity); style fields left None are left out."""
+        d = {k: v for k, v in asdict(self).items() if v is not None or k not in STYLE_FIELDS}
         d["edits"] = {str(k): v for k, v in sorted(self.edits.items())}
         return json.dumps({"format": FORMAT, **d}, indent=2, allow_nan=False)
 
@@ -117,9 +134,43 @@ class Recipe:
                 truncation=_typed(d, "truncation", (int, float)),
                 directions=_typed(d, "directions", str),
                 edits={int(k): v for k, v in _typed(d, "edits", dict).items()},
+                edit_layers=_layer_pair(d, "edit_layers"),
+                mix_seed=_typed(d, "mix_seed", int) if d.get("mix_seed") is not None else None,
+                mix_layers=_layer_pair(d, "mix_layers"),
+                noise_seed=_typed(d, "noise_seed", int) if d.get("noise_seed") is not None else None,
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
+
+
+STYLE_FIELDS = ("edit_layers", "mix_seed", "mix_layers", "noise_seed")
+
+
+def _check_int_seed(seed: object) -> None:
+    latent.check_seed(seed)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed {seed!r} must be an int, such as 7")
+
+
+def _check_layer_pair(layers: object) -> None:
+    """Refuse anything but None or (first, last) whole numbers with 0 <= first <= last < 64."""
+    if layers is None:
+        return
+    if (not isinstance(layers, tuple) or len(layers) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in layers)
+            or not 0 <= layers[0] <= layers[1] < MAX_STYLE_LAYERS):
+        raise ValueError(f"style layers are (first, last) with 0 <= first <= last < {MAX_STYLE_LAYERS}, "
+                         f"not {_excerpt(layers)}")
+
+
+def _layer_pair(d: Mapping[str, Any], key: str) -> tuple[int, int] | None:
+    """An optional ``[first, last]`` from the JSON as a tuple (checked by the recipe)."""
+    value = d.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise RecipeError(f"{key!r} must be [first, last]")
+    return tuple(value)
 
 
 def _excerpt(value: object) -> str:
@@ -262,8 +313,9 @@ def _inflate(data: bytes) -> bytes:
 
 def request_for(recipe: Recipe) -> Request:
     """The request that draws ``recipe``'s image."""
+    mix = None if recipe.mix_seed is None else (recipe.mix_seed, *recipe.mix_layers)
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
-                   tuple(sorted(recipe.edits.items())), recipe.directions)
+                   tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed)
 
 
 def check_weights(recipe: Recipe, model: LoadedModel) -> None:

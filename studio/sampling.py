@@ -1,13 +1,15 @@
-"""A request (seeds, classes, truncation, slider edits, or explicit latents) -> generator inputs.
+"""A request (seeds, classes, truncation, slider edits, style mixing, or explicit latents) -> generator inputs.
 
-Everything here runs on the CPU and is pure: noise comes from each seed's own generator, so a seed
-gives the same latent whatever the batch and whatever the device the engine later runs it on.
+z comes from each seed's own generator on the CPU, so a seed gives the same latent whatever the batch
+and whatever the device the engine later runs it on. A family with per-layer styles (StyleGAN2) then
+maps z to its styles (on the model's device, in fp32): truncation, mixing and slider edits happen
+there, in W, and the styles are what the engine draws from. A DCGAN's drawing latent is z itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,9 +29,14 @@ class Request:
         edits: ``(direction index, value)`` pairs added to every truncated latent, in units of the
             latent's standard deviation (semantic sliders).
         directions: The directions method the edits refer to ("sefa" or "pca").
-        z: Explicit latents ``[N, z_dim]`` (animation frames); when set, they replace seeds,
-            truncation and edits.
-        c: Explicit class vectors ``[N, K]`` to go with ``z`` (conditional models).
+        edit_layers: The style layers (first, last) the edits move; None = all (style families only).
+        mix: Style mixing ``(seed, first, last)``: style layers first..last come from that seed's
+            latent (with the same classes and truncation); None = no mixing (style families only).
+        noise_seed: The seed of the per-layer noise; None = the model's constant noise, so a seed
+            always means one image (style families only).
+        z: Explicit drawing latents (animation frames): z ``[N, z_dim]``, or styles ``[N, L, w_dim]``
+            for a style family; when set, they replace seeds, truncation, edits and mixing.
+        c: Explicit class vectors ``[N, K]`` to go with a DCGAN's ``z`` (conditional models).
         background: Part of a long job (an animation's frames): the engine runs it in a pass of its
             own once no interactive request for its model waits, or with them after
             ``engine.BACKGROUND_MAX_WAIT_S``.
@@ -41,6 +48,9 @@ class Request:
     truncation: float = 1.0
     edits: tuple[tuple[int, float], ...] = ()
     directions: str = "sefa"
+    edit_layers: tuple[int, int] | None = None
+    mix: tuple[int, int, int] | None = None
+    noise_seed: int | None = None
     z: torch.Tensor | None = None
     c: torch.Tensor | None = None
     background: bool = False
@@ -56,6 +66,10 @@ class Request:
         if isinstance(self.classes, Mapping):
             latent.check_class_weights(self.classes)
         latent.check_edits(self.edits)
+        if self.mix is not None:
+            latent.check_seed(self.mix[0])
+        if self.noise_seed is not None:
+            latent.check_seed(self.noise_seed)
         for tensor, what in ((self.z, "latents"), (self.c, "class vectors")):
             if tensor is not None:
                 latent.check_finite(tensor, what)
@@ -66,29 +80,121 @@ class Request:
         return len(self.z) if self.z is not None else len(self.seeds)
 
 
-def request_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The generator inputs for ``request``: z ``[N, z_dim]`` and class vectors ``[N, K]`` (or None), on the CPU.
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """What the generator draws from, on the CPU: one row per image.
 
-    Noise is drawn on the CPU from each seed so a seed gives the same latent on every device.
+    Attributes:
+        latents: z ``[N, z_dim]`` (DCGAN) or styles ``[N, L, w_dim]`` (a style family).
+        c: Class vectors ``[N, K]`` for a conditional DCGAN; None otherwise (styles carry their class).
+        noise_seeds: Per-image noise seeds (-1: the constant noise), or None: all constant.
     """
-    config = model.config
+
+    latents: torch.Tensor
+    c: torch.Tensor | None = None
+    noise_seeds: tuple[int, ...] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, rows: slice) -> Inputs:
+        """The inputs of images ``rows``."""
+        return Inputs(self.latents[rows], None if self.c is None else self.c[rows],
+                      None if self.noise_seeds is None else self.noise_seeds[rows])
+
+    @staticmethod
+    def cat(parts: Sequence[Inputs]) -> Inputs:
+        """One batch of several requests' inputs (of one model), in order."""
+        seeds = None
+        if any(p.noise_seeds is not None for p in parts):
+            seeds = tuple(s for p in parts for s in (p.noise_seeds or (-1,) * len(p)))
+        return Inputs(torch.cat([p.latents for p in parts]),
+                      None if parts[0].c is None else torch.cat([p.c for p in parts]), seeds)
+
+
+def styled(model: LoadedModel) -> bool:
+    """Whether ``model``'s family draws from per-layer styles (truncation, mixing and edits in W)."""
+    return model.generator.num_style_layers > 0
+
+
+def request_inputs(model: LoadedModel, request: Request) -> Inputs:
+    """The generator inputs for ``request``, on the CPU.
+
+    Raises:
+        ValueError: A class the model lacks, a slider that does not exist, style controls (mixing, noise,
+            layer ranges) on a model without style layers, or layers outside the model's.
+    """
     if request.z is not None:
         return _explicit_inputs(model, request)
-    z = latent.truncate(latent.seed_latents(request.seeds, config.z_dim), request.truncation)
+    if styled(model):
+        return _style_inputs(model, request)
+    if request.mix is not None or request.noise_seed is not None or request.edit_layers is not None:
+        raise ValueError(f"model {model.name!r} has no style layers: style mixing, noise seeds and slider "
+                         "layer ranges need a StyleGAN model")
+    z = latent.truncate(latent.seed_latents(request.seeds, model.config.z_dim), request.truncation)
     if request.edits:
         z = z + edit_offset(model, request.edits, request.directions)
+    return Inputs(z, _classes(model, request, len(z)))
+
+
+def _classes(model: LoadedModel, request: Request, n: int) -> torch.Tensor | None:
+    config = model.config
     if not config.num_classes:
         if request.classes:
             raise ValueError(f"model {model.name!r} has no classes")
-        return z, None
-    vec = latent.class_vector(request.classes, config.class_names)
-    return z, vec.expand(len(z), -1)
+        return None
+    return latent.class_vector(request.classes, config.class_names).expand(n, -1)
 
 
-def edit_offset(model: LoadedModel, edits: Sequence[tuple[int, float]], method: str) -> torch.Tensor:
-    """The latent offset ``[z_dim]`` of slider ``edits`` along ``model``'s ``method`` directions."""
-    dirs = directions.load_or_compute(model, method)
-    offset = torch.zeros(model.config.z_dim)
+def _style_inputs(model: LoadedModel, request: Request) -> Inputs:
+    """Styles for a style family: map, truncate in W, mix, then add the slider edits on their layers."""
+    count = model.generator.num_style_layers
+    layers = check_layers(request.edit_layers, count, "slider")
+    ws = mapped_styles(model, request.seeds, _classes(model, request, len(request.seeds)), request.truncation)
+    if request.mix is not None:
+        seed, first, last = request.mix
+        check_layers((first, last), count, "mixing")
+        mixed = mapped_styles(model, [seed] * len(ws), _classes(model, request, len(ws)), request.truncation)
+        ws[:, first : last + 1] = mixed[:, first : last + 1]
+    if request.edits:
+        ws[:, layers[0] : layers[1] + 1] += edit_offset(model, request.edits, request.directions, request.edit_layers)
+    noise = None if request.noise_seed is None else (request.noise_seed,) * len(ws)
+    return Inputs(ws, None, noise)
+
+
+def mapped_styles(model: LoadedModel, seeds: Sequence[int], c: torch.Tensor | None, psi: float) -> torch.Tensor:
+    """The styles ``[N, L, w_dim]`` of ``seeds`` (and class vectors ``c``), truncated by ``psi`` in W, on the CPU.
+
+    Mapped in fp32 on the model's device: the mapping network is small, and exact styles make a
+    recipe's image the same whatever precision the engine later draws in.
+    """
+    device = next(model.generator.parameters()).device
+    z = latent.seed_latents(seeds, model.config.z_dim).to(device)
+    with torch.no_grad():  # not inference mode: mixing and edits then write into the styles
+        return model.generator.styles(z, None if c is None else c.to(device), psi).float().cpu()
+
+
+def check_layers(layers: tuple[int, int] | None, count: int, what: str) -> tuple[int, int]:
+    """``layers`` (first, last), checked against a model's ``count`` style layers; None means all of them.
+
+    Raises:
+        ValueError: Not whole numbers with 0 <= first <= last < count.
+    """
+    if layers is None:
+        return 0, count - 1
+    first, last = layers
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in layers) or not 0 <= first <= last < count:
+        raise ValueError(f"{what} layers must run from a first to a last style layer within 0-{count - 1}, "
+                         f"not {first}-{last}")
+    return first, last
+
+
+def edit_offset(model: LoadedModel, edits: Sequence[tuple[int, float]], method: str,
+                layers: tuple[int, int] | None = None) -> torch.Tensor:
+    """The latent offset ``[z_dim or w_dim]`` of slider ``edits`` along ``model``'s ``method`` directions
+    (for SeFa, the ones of style ``layers``)."""
+    dirs = directions.load_or_compute(model, method, layers)
+    offset = torch.zeros(dirs.shape[1])
     for index, value in edits:
         if not 0 <= index < len(dirs):
             raise ValueError(f"direction {index} does not exist: there are {len(dirs)} (0-{len(dirs) - 1})")
@@ -96,38 +202,57 @@ def edit_offset(model: LoadedModel, edits: Sequence[tuple[int, float]], method: 
     return offset
 
 
-def strip_inputs(model: LoadedModel, request: Request, k: int,
-                 values: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def strip_inputs(model: LoadedModel, request: Request, k: int, values: Sequence[float]) -> Inputs:
     """The inputs of the slider strips of ``request``'s one image: each slider in turn at each of ``values``.
 
     For each of the first ``k`` directions (at most as many as the model has), the request's latent
     with that slider moved from its current value to each of ``values`` and every other slider as
-    the request sets it.
+    the request sets it (on the request's style layers, for a style family).
 
     Returns:
-        z ``[k * len(values), z_dim]``, slider by slider, and class vectors ``[k * len(values), K]``
-        (or None); ``k`` is clamped to the number of directions, so ``len(z) // len(values)`` strips.
+        ``k * len(values)`` images' inputs, slider by slider; ``k`` is clamped to the number of
+        directions, so ``len(inputs) // len(values)`` strips.
 
     Raises:
         ValueError: The request is not for exactly one image, or its own inputs are refused.
     """
     if request.count != 1:
         raise ValueError(f"slider strips are drawn around one image, not {request.count}")
-    dirs = directions.load_or_compute(model, request.directions)
-    z, c = request_inputs(model, request)  # [1, z_dim] with the edits applied
+    dirs = directions.load_or_compute(model, request.directions, request.edit_layers)
+    inputs = request_inputs(model, request)  # one image, with the edits applied
+    first, last = check_layers(request.edit_layers, max(model.generator.num_style_layers, 1), "slider")
     current = dict(request.edits)
-    zs = [z[0] + (v - current.get(i, 0.0)) * dirs[i] for i in range(min(k, len(dirs))) for v in values]
-    z_strips = torch.stack(zs) if zs else z[:0]
-    return z_strips, None if c is None else c.expand(len(zs), -1)
+    rows = []
+    for i in range(min(k, len(dirs))):
+        for v in values:
+            row = inputs.latents[0].clone()
+            step = (v - current.get(i, 0.0)) * dirs[i]
+            if styled(model):
+                row[first : last + 1] += step
+            else:
+                row += step
+            rows.append(row)
+    n = len(rows)
+    latents = torch.stack(rows) if rows else inputs.latents[:0]
+    return Inputs(latents, None if inputs.c is None else inputs.c.expand(n, -1),
+                  None if inputs.noise_seeds is None else inputs.noise_seeds[:1] * n)
 
 
-def _explicit_inputs(model: LoadedModel, request: Request) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _explicit_inputs(model: LoadedModel, request: Request) -> Inputs:
     config = model.config
     z = request.z.float().cpu()
+    noise = None if request.noise_seed is None else (request.noise_seed,) * len(z)
+    if styled(model):
+        shape = (model.generator.num_style_layers, config.arch.w_dim)
+        if z.dim() != 3 or tuple(z.shape[1:]) != shape:
+            raise ValueError(f"styles must be [N, {shape[0]}, {shape[1]}] for model {model.name!r}, not {list(z.shape)}")
+        return Inputs(z, None, noise)
+    if request.noise_seed is not None:
+        raise ValueError(f"model {model.name!r} has no noise inputs")
     if z.dim() != 2 or z.shape[1] != config.z_dim:
         raise ValueError(f"latents must be [N, {config.z_dim}] for model {model.name!r}, not {list(z.shape)}")
     if not config.num_classes:
-        return z, None
+        return Inputs(z)
     if request.c is None or tuple(request.c.shape) != (len(z), config.num_classes):
         raise ValueError(f"model {model.name!r} needs class vectors [N, {config.num_classes}] with its latents")
-    return z, request.c.float().cpu()
+    return Inputs(z, request.c.float().cpu())

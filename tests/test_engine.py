@@ -48,6 +48,11 @@ class Probe(nn.Module):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return self.inner(z, c)
 
+    num_style_layers = 0  # the face of the DCGAN it wraps
+
+    def draw(self, latents: torch.Tensor, c: torch.Tensor | None = None, noise_seeds: None = None) -> torch.Tensor:
+        return self(latents, c)
+
 
 class TinyZoo:
     """A loader of tiny seeded conditional DCGANs (32x32), with its calls and forward passes logged.

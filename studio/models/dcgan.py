@@ -6,7 +6,8 @@ Networks only: no file I/O, no optimizers, no device choice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -107,9 +108,22 @@ class Generator(nn.Module):
             z = torch.cat([z, c.to(z.dtype)], dim=1)
         return z[:, :, None, None]
 
-    def latent_weight(self) -> torch.Tensor:
+    def draw(self, latents: torch.Tensor, c: torch.Tensor | None = None,
+             noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Images from z ``latents [N, z_dim]`` and ``c``, as ``forward``: a DCGAN has no noise inputs."""
+        if noise_seeds is not None:
+            raise ValueError("a DCGAN has no noise inputs: it draws without noise seeds")
+        return self(latents, c)
+
+    def latent_weight(self, layers: tuple[int, int] | None = None) -> torch.Tensor:
         """The first convolution's rows that read z ``[z_dim, widest * 4 * 4]`` (the class rows left out)."""
+        if layers is not None:
+            raise ValueError("a DCGAN has no style layers: its sliders move the whole latent")
         return self.blocks[0][0].weight[: self.config.z_dim].flatten(1)
+
+    def direction_units(self, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """Ones: the unit directions already count in z's prior standard deviation."""
+        return torch.ones(len(directions))
 
     def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         """The first block's output ``[N, widest * 4 * 4]``; ``c`` is ignored by an unconditional generator."""
@@ -172,3 +186,10 @@ class Discriminator(nn.Module):
     def freezable_blocks(self) -> list[nn.Module]:
         """The blocks from the image's side down to 4x4 (the head and class embedding are never frozen)."""
         return list(self.blocks)
+
+    def with_width(self, width: int) -> Discriminator:
+        """A fresh discriminator like this one with ``base_width`` ``width`` (each block doubles it)."""
+        return Discriminator(replace(self.config, base_width=width))
+
+    def check_batch(self, n: int) -> None:
+        """Any batch scores: batch norm over a single image still normalises its 4x4 (or larger) maps."""

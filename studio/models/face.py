@@ -7,6 +7,7 @@ new family plugs in by offering them too. "The latent" is z for DCGAN and the ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -33,8 +34,16 @@ class GeneratorFace(Protocol):
 
     num_style_layers: int
 
-    def latent_weight(self) -> torch.Tensor:
-        """The rows of the layers that read the latent, one per latent dimension ``[z_dim or w_dim, F]`` (SeFa)."""
+    def draw(self, latents: torch.Tensor, c: torch.Tensor | None = None,
+             noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Images from the drawing latents: z ``[N, z_dim]`` (with ``c``) for DCGAN, styles
+        ``[N, num_style_layers, w_dim]`` for StyleGAN2 (made by ``StyleFace.styles``), with per-image
+        noise seeds where the family has noise inputs."""
+        ...
+
+    def latent_weight(self, layers: tuple[int, int] | None = None) -> torch.Tensor:
+        """The rows of the layers that read the latent, one per latent dimension ``[z_dim or w_dim, F]``
+        (SeFa); ``layers`` (first, last) narrows it to those style layers."""
         ...
 
     def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
@@ -42,8 +51,23 @@ class GeneratorFace(Protocol):
         the first layer's output for DCGAN, w for StyleGAN2."""
         ...
 
+    def direction_units(self, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """How far one slider unit moves along each unit direction ``[k, D]`` in the latent: the spread of
+        the samples ``z`` (and ``c``) along it, so slider values mean the same on every family."""
+        ...
+
     def freezable_blocks(self) -> list[nn.Module]:
         """The network's blocks from coarse to fine; fine-tuning freezes the first k."""
+        ...
+
+
+@runtime_checkable
+class StyleFace(GeneratorFace, Protocol):
+    """A generator with per-layer styles (``num_style_layers > 0``): truncation, mixing and slider edits
+    happen on its styles, between ``styles`` and ``draw``."""
+
+    def styles(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0) -> torch.Tensor:
+        """Styles ``[N, num_style_layers, w_dim]`` for z (and c), truncated toward the mean style by psi."""
         ...
 
 
@@ -53,4 +77,13 @@ class DiscriminatorFace(Protocol):
 
     def freezable_blocks(self) -> list[nn.Module]:
         """The network's blocks from fine (the image) to coarse; fine-tuning freezes the first k (FreezeD)."""
+        ...
+
+    def with_width(self, width: int) -> nn.Module:
+        """A fresh discriminator of the same family whose image-side block has ``width`` channels and every
+        other block as many in proportion (a lighter critic, for quick fine-tunes)."""
+        ...
+
+    def check_batch(self, n: int) -> None:
+        """Raise ValueError, in a sentence, when the network cannot score ``n`` images in one pass."""
         ...

@@ -11,6 +11,7 @@ Networks only: no file I/O, no optimizers, no device choice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -257,11 +258,17 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        """``x [N, I, r, r]`` (``r/2`` when up-sampling) and ``w [N, w_dim]`` -> ``[N, O, r, r]``."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [N, I, r, r]`` (``r/2`` when up-sampling) and ``w [N, w_dim]`` -> ``[N, O, r, r]``.
+
+        ``noise [N, 1, r, r]``, when given, is the noise to add (``noise_mode`` is then ignored).
+        """
         styles = self.affine(w)
         x = _modulated_conv(x, self.weight, styles, demodulate=True, up=self.resample_filter if self.up else None)
-        if noise_mode == "const":
+        if noise is not None:
+            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
+        elif noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
         elif noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
@@ -305,16 +312,24 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGB(out_channels, config.channels, w_dim, clamp)
         self.num_conv = 1 if self.first else 2
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and image so far, and this block's ``ws [N, num_conv + 1, w_dim]`` -> both at this side."""
+    def convs(self) -> list[SynthesisLayer]:
+        """The block's noisy convolutions, in the order they read ws."""
+        return [self.conv1] if self.first else [self.conv0, self.conv1]
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
+                noise: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and image so far, and this block's ``ws [N, num_conv + 1, w_dim]`` -> both at this side.
+
+        ``noise``: one map per conv (see ``SynthesisLayer``), or None for ``noise_mode``'s.
+        """
+        noise = noise or [None] * self.num_conv
         if self.first:
             # A copy, not a view: a view of a parameter made under inference_mode still asks for gradients,
             # which trips module hooks (torch's FlopCounterMode) downstream.
             x = self.const[None].to(ws.dtype).repeat(ws.shape[0], 1, 1, 1)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
-        x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
+            x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
+        x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode, noise[-1])
         y = self.torgb(x, ws[:, self.num_conv])
         img = y if img is None else upsample(img, self.resample_filter) + y
         return x, img
@@ -338,18 +353,52 @@ class SynthesisNetwork(nn.Module):
         """The blocks from 4x4 to the output side."""
         return [getattr(self, name) for name in self.block_names]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """Images ``[N, C, R, R]``; a block's ToRGB shares its w with the next block's first conv."""
+    def seeded_noise(self, seeds: Sequence[int]) -> list[torch.Tensor]:
+        """Every noisy layer's noise ``[N, 1, r, r]`` (in ws order) for images with noise ``seeds``.
+
+        A seed of 0 or more draws that image's own Gaussian noise, layer by layer from one generator on
+        the CPU, so a noise seed gives the same detail on every device and in every batch; a negative
+        seed takes the stored constant noise.
+        """
+        layers = [layer for block in self.blocks() for layer in block.convs()]
+        maps: list[list[torch.Tensor]] = [[] for _ in layers]
+        for seed in seeds:
+            gen = torch.Generator().manual_seed(int(seed)) if seed >= 0 else None
+            for layer_maps, layer in zip(maps, layers):
+                side = layer.resolution
+                layer_maps.append(torch.randn(side, side, generator=gen) if gen else layer.noise_const.float().cpu())
+        return [torch.stack(m)[:, None] for m in maps]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const",
+                noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Images ``[N, C, R, R]``; a block's ToRGB shares its w with the next block's first conv.
+
+        Args:
+            ws: Styles ``[N, num_ws, w_dim]``.
+            noise_mode: "const" (the stored noise), "random" (fresh each call) or "none".
+            noise_seeds: Per-image noise seeds (see ``seeded_noise``); when given, ``noise_mode`` is ignored.
+        """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, not {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be [N, {self.num_ws}, w_dim], not {list(ws.shape)}")
+        maps = None if noise_seeds is None else [m.to(ws.device) for m in self.seeded_noise(noise_seeds)]
         x = img = None
-        start = 0
+        start = 0  # the block's first ws index, which is also its first noisy layer's index
         for block in self.blocks():
-            x, img = block(x, img, ws[:, start : start + block.num_conv + 1], noise_mode)
+            noise = None if maps is None else maps[start : start + block.num_conv]
+            x, img = block(x, img, ws[:, start : start + block.num_conv + 1], noise_mode, noise)
             start += block.num_conv
         return img
+
+    def affines(self) -> list[tuple[int, FullyConnected]]:
+        """Every style affine with the ws index it reads, in ws order (a ToRGB reads its block's last + 1)."""
+        found, start = [], 0
+        for block in self.blocks():
+            found += [(start + i, conv.affine) for i, conv in enumerate(block.convs())]
+            found.append((start + block.num_conv, block.torgb.affine))
+            start += block.num_conv
+        return found
 
 
 class StyleGAN2Generator(nn.Module):
@@ -371,29 +420,45 @@ class StyleGAN2Generator(nn.Module):
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[N, C, R, R]`` from z ``[N, z_dim]`` (and c ``[N, K]``), untruncated, with the constant noise.
 
-        ``mapping(z, c, truncation_psi, truncation_cutoff)`` and ``synthesis(ws, noise_mode)`` are the
-        two halves, for truncation in W and style mixing.
+        ``styles`` (z, c -> ws) and ``draw`` (ws -> image) are the two halves, for truncation in W and
+        style mixing.
         """
         return self.synthesis(self.mapping(z, c), noise_mode="const")
 
-    def latent_weight(self) -> torch.Tensor:
-        """Every style affine's weight, transposed and side by side ``[w_dim, F]`` (SeFa in W)."""
-        affines = [layer.affine.weight for block in self.synthesis.blocks() for layer in _styled_layers(block)]
-        return torch.cat(affines, dim=0).t()
+    def styles(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0) -> torch.Tensor:
+        """Per-layer styles ``[N, num_ws, w_dim]``: w truncated toward ``w_avg`` in W, on every layer."""
+        return self.mapping(z, c, truncation_psi)
+
+    def draw(self, latents: torch.Tensor, c: torch.Tensor | None = None,
+             noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Images from styles ``latents [N, num_ws, w_dim]`` (``c`` is already in them, so ignored).
+
+        ``noise_seeds``: per-image noise (see ``SynthesisNetwork.seeded_noise``); None = the constant noise.
+        """
+        return self.synthesis(latents, noise_mode="const", noise_seeds=noise_seeds)
+
+    def latent_weight(self, layers: tuple[int, int] | None = None) -> torch.Tensor:
+        """The style affines' weights that read ws ``layers`` (first, last; None = all), side by side
+        ``[w_dim, F]`` (SeFa in W, per layer range as in the SeFa paper)."""
+        first, last = layers if layers is not None else (0, self.num_style_layers - 1)
+        chosen = [affine.weight for index, affine in self.synthesis.affines() if first <= index <= last]
+        if not chosen:
+            raise ValueError(f"no style layers in {first}-{last}: this model has 0-{self.num_style_layers - 1}")
+        return torch.cat(chosen, dim=0).t()
 
     def latent_features(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         """The mapped w ``[N, w_dim]`` (GANSpace PCA in W); never updates ``w_avg``."""
         return self.mapping.w(z, c)
 
+    def direction_units(self, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The spread ``[k]`` of w along each unit direction ``[k, w_dim]``, measured on samples ``z`` (and ``c``):
+        slider values count in these, as a DCGAN's count in z's unit standard deviation."""
+        w = self.mapping.w(z, c).float()
+        return ((w - w.mean(0)) @ directions.t().float()).std(0)
+
     def freezable_blocks(self) -> list[nn.Module]:
         """The synthesis blocks from 4x4 to the output side (the mapping network is never frozen)."""
         return list(self.synthesis.blocks())
-
-
-def _styled_layers(block: SynthesisBlock) -> list[nn.Module]:
-    """A synthesis block's layers that take a style, in the order they read ws."""
-    convs = [block.conv1] if block.first else [block.conv0, block.conv1]
-    return [*convs, block.torgb]
 
 
 class Conv(nn.Module):
@@ -514,3 +579,19 @@ class StyleGAN2Discriminator(nn.Module):
     def freezable_blocks(self) -> list[nn.Module]:
         """The residual blocks from the image's side down to 8x8 (the 4x4 epilogue and mapping never freeze)."""
         return [getattr(self, name) for name in self.block_names]
+
+    def with_width(self, width: int) -> StyleGAN2Discriminator:
+        """A fresh discriminator whose top block has ``width`` channels, every block scaled alike (the
+        channel base and cap both shrink, so the widths keep their proportions)."""
+        config = self.config
+        scale = width / config.block_channels(config.resolution)
+        narrow = {"channel_base": max(1, round(config.channel_base * scale)),
+                  "channel_max": max(1, round(config.channel_max * scale))}
+        return StyleGAN2Discriminator(StyleGAN2Config(**{**vars(config), **narrow}))
+
+    def check_batch(self, n: int) -> None:
+        """Refuse a batch that the minibatch-stddev layer cannot split into equal groups."""
+        group = min(self.config.mbstd_group_size, n)
+        if self.config.mbstd_num_channels and n % group:
+            raise ValueError(f"this StyleGAN2 discriminator compares images in groups of {group}: use a batch "
+                             f"(per process) that is a multiple of {group}, not {n}")

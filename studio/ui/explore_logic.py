@@ -116,8 +116,9 @@ def strip_views(engine: Engine, files: ImageFiles, recipe: Recipe, k: int) -> li
     """The first ``k`` sliders' strips (PNG files): the image with that slider at each of ``STRIP_VALUES``, the
     others as set."""
     model = engine.model(recipe.model)
-    z, c = strip_inputs(model, request_for(recipe), k, STRIP_VALUES)
-    images = engine.generate(Request(recipe.model, z=z, c=c))
+    request = request_for(recipe)
+    inputs = strip_inputs(model, request, k, STRIP_VALUES)
+    images = engine.generate(Request(recipe.model, z=inputs.latents, c=inputs.c, noise_seed=request.noise_seed))
     n = len(STRIP_VALUES)
     return [files.picture(grid(images[i * n : (i + 1) * n], cols=n, pad=1)) for i in range(len(images) // n)]
 
