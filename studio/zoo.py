@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from studio.models.convert import ConversionError
-from studio.models.convert.nvidia_pickle import read_snapshot
-from studio.models.convert.nvidia_stylegan2 import convert_snapshot
+from studio.models.convert.nvidia_pickle import is_tf_pickle, load_records, snapshot_from_records
+from studio.models.convert.nvidia_stylegan2 import Converted, convert_snapshot
 from studio.models.convert.pytorch_file import load_weights_only
+from studio.models.convert.rosinality import CHECKPOINT_TYPES, convert_rosinality, is_rosinality
+from studio.models.convert.tf_stylegan2 import convert_tf_pickle
 from studio.models.convert.tutorial_dcgan import sequential_dcgan_state, tutorial_config, tutorial_state
 from studio.models.folder import (
     CONFIG_FILE,
@@ -190,9 +192,10 @@ def import_file(path: Path, name: str, class_names: tuple[str, ...] = (), resolu
                 z_dim: int = 100, license: str = "", author: str = "", source: str = "") -> Path:
     """Import a generator file of a layout the studio knows as local model ``name``, the layout read from its bytes.
 
-    A ``torch.save`` file is a DCGAN-tutorial generator (``resolution`` and ``z_dim`` say its shape); any other
-    pickle is an NVIDIA StyleGAN2 training snapshot (``.pkl``), read by the studio's restricted unpickler,
-    its sizes taken from the file. Nothing in either file is run.
+    A ``torch.save`` file is a rosinality/stylegan2-pytorch checkpoint when it holds ``g_ema``, else a
+    DCGAN-tutorial generator (``resolution`` and ``z_dim`` say its shape); any other pickle is an NVIDIA
+    StyleGAN2 pickle (a training snapshot, or a TensorFlow-era ``(G, D, Gs)``), read by the studio's restricted
+    unpickler. A StyleGAN2's sizes come from its tensors. Nothing in any file is run.
 
     Raises:
         ValueError: ``name`` is not a fresh local model name.
@@ -200,20 +203,49 @@ def import_file(path: Path, name: str, class_names: tuple[str, ...] = (), resolu
     """
     folder = writable_folder(name)
     path = Path(path)
+    about = {"title": name, "license": license, "author": author, "source": source or f"imported from {path.name}"}
+    converted = _convert_file(path, str(path), tuple(class_names), resolution, z_dim, about)
+    return _write_converted(folder, converted.config, converted.generator_state, str(path),
+                            converted.discriminator_state)
+
+
+def import_pulled(path: Path, repo_id: str, filename: str, folder: Path) -> Path:
+    """Convert the StyleGAN2 file ``filename`` of Hub repository ``repo_id`` (downloaded to ``path``) into the
+    pulled model's folder ``folder``, replacing what was there only once the new folder is whole.
+
+    Raises:
+        ModelUnavailable: The file is unreadable, of no StyleGAN2 layout the studio converts, or its tensors do
+            not fit; in one sentence.
+    """
+    where = f"{repo_id}'s {filename}"
+    about = {"title": repo_id, "source": f"https://huggingface.co/{repo_id} ({filename})"}
+    converted = _convert_file(Path(path), where, (), None, 100, about)
+    return _write_converted(folder, converted.config, converted.generator_state, where, converted.discriminator_state)
+
+
+def _convert_file(path: Path, where: str, class_names: tuple[str, ...], resolution: int | None, z_dim: int,
+                  about: dict[str, str]) -> Converted:
+    """The studio model in a model file, its layout read from its bytes (see ``import_file``)."""
     try:
         with open(path, "rb") as f:
             head = f.read(max(map(len, TORCH_MAGICS)))
     except OSError as e:
-        raise ModelUnavailable(f"cannot read {path}: {e.strerror or e}") from None
-    if head.startswith(TORCH_MAGICS):
-        if resolution is None:
-            raise ModelUnavailable(f"{path} is a PyTorch file: give the side its generator draws (--resolution)")
-        return import_tutorial_file(path, name, resolution, z_dim, class_names, license, author, source)
-    about = {"title": name, "license": license, "author": author, "source": source or f"imported from {path.name}"}
+        raise ModelUnavailable(f"cannot read {where}: {e.strerror or e}") from None
     with _converting():
-        converted = convert_snapshot(read_snapshot(path, str(path)), str(path), tuple(class_names), **about)
-    return _write_converted(folder, converted.config, converted.generator_state, str(path),
-                            converted.discriminator_state)
+        if not head.startswith(TORCH_MAGICS):
+            loaded = load_records(path, where)
+            if is_tf_pickle(loaded):
+                return convert_tf_pickle(loaded, where, class_names, **about)
+            return convert_snapshot(snapshot_from_records(loaded, where), where, class_names, **about)
+        loaded = load_weights_only(path, where, CHECKPOINT_TYPES)
+        if is_rosinality(loaded):
+            return convert_rosinality(loaded, where, class_names, **about)
+        if resolution is None:
+            raise ModelUnavailable(f"{where} is a PyTorch file but no rosinality checkpoint (it has no g_ema): if it "
+                                   f"is a DCGAN-tutorial generator, give the side its generator draws (--resolution)")
+        state = tutorial_state(loaded, where)
+        config = tutorial_config(state, resolution, z_dim, class_names, **about)
+    return Converted(config, state, None)
 
 
 DIGIFACE_REQUIREMENT = "gan-face-generate==1.1.1"

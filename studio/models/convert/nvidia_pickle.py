@@ -13,6 +13,10 @@ containers, numpy scalars and arrays); any other is refused before it is importe
 storages arrive as ``torch.storage._load_from_bytes(bytes)``, which in torch calls an unrestricted
 ``torch.load``; here those bytes go through ``torch.load(weights_only=True)`` instead.
 
+TensorFlow-era pickles (a tuple ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network``) read through the same
+list: each Network becomes a ``TFNetworkState`` holding the dict its ``__getstate__`` gave (variables as
+numpy arrays, the build function's source as text); ``tf_stylegan2`` maps them onto the studio's network.
+
 torch's own ``weights_only`` unpickler allows dtypes, storage and tensor classes, the tensor rebuild
 functions, ``OrderedDict``, ``Counter``, ``torch.Size``, ``torch.device``, ``set``, ``bytearray`` and
 ``complex`` (and ``_codecs.encode`` for protocol-2 bytes): what ``torch.save`` files need, where storages are
@@ -102,6 +106,21 @@ class NvidiaSnapshot:
     discriminator_state: dict[str, torch.Tensor] | None
 
 
+class TFNetworkState:
+    """Stands in for a TensorFlow-era ``dnnlib.tflib.network.Network`` while unpickling: the unpickler makes one
+    (``NEWOBJ``) and hands it the Network's pickled state (``BUILD``), which it keeps as it is, in ``state``.
+
+    Nothing of the Network class runs: its ``__setstate__`` would import TensorFlow and execute the build
+    module's source that the state carries.
+    """
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise ConversionError(f"a TensorFlow-era network in the file has a {type(state).__name__} for its state, "
+                                  f"not a dict")
+        self.state = state
+
+
 def read_snapshot(source: Path | BinaryIO, where: str) -> NvidiaSnapshot:
     """Read an NVIDIA ``.pkl`` snapshot's ``G_ema`` and ``D`` without running code from the file.
 
@@ -113,7 +132,24 @@ def read_snapshot(source: Path | BinaryIO, where: str) -> NvidiaSnapshot:
         ConversionError: The file is truncated, not a pickle, asks for a global outside the allow-list,
             comes from another project, or holds no ``G_ema``; the message says which, in one sentence.
     """
-    loaded = load_records(source, where)
+    return snapshot_from_records(load_records(source, where), where)
+
+
+def is_tf_pickle(loaded: object) -> bool:
+    """Whether ``load_records`` read a TensorFlow-era pickle: a Network, or a tuple of them (``(G, D, Gs)``)."""
+    items = loaded if isinstance(loaded, tuple) else (loaded,)
+    return bool(items) and all(isinstance(item, TFNetworkState) for item in items)
+
+
+def snapshot_from_records(loaded: object, where: str) -> NvidiaSnapshot:
+    """The snapshot in what ``load_records`` read from a stylegan2-ada-pytorch or stylegan3 ``.pkl``.
+
+    Raises:
+        ConversionError: It is a TensorFlow-era pickle, comes from another project, or holds no ``G_ema``.
+    """
+    if is_tf_pickle(loaded):
+        raise ConversionError(f"{where} is a TensorFlow-era NVIDIA pickle (dnnlib.tflib Networks), not a snapshot "
+                              f"of stylegan2-ada-pytorch or stylegan3")
     if not isinstance(loaded, dict) or not isinstance(loaded.get("G_ema"), PersistentRecord):
         held = ", ".join(map(str, loaded)) if isinstance(loaded, dict) else type(loaded).__name__
         raise ConversionError(f"{where} holds no G_ema network (it holds {held or 'nothing'}), so it is not a "
@@ -180,6 +216,7 @@ class _SnapshotUnpickler(pickle.Unpickler):
             ("builtins", "set"): set,  # protocol 3 (Python 3.7, as NVIDIA's repositories ran) pickles sets so
             ("builtins", "frozenset"): frozenset,
             ("dnnlib.util", "EasyDict"): dict,  # an attribute-access dict; a plain one holds the same
+            ("dnnlib.tflib.network", "Network"): TFNetworkState,
             # stylegan3 layers keep sizes and cutoffs as numpy arrays and scalars.
             ("numpy", "dtype"): np.dtype,
             ("numpy", "ndarray"): np.ndarray,
@@ -200,9 +237,10 @@ class _SnapshotUnpickler(pickle.Unpickler):
 def _refusal(module: str, name: str, where: str) -> ConversionError:
     """The one-line refusal of a global outside the allow-list, worded by where it comes from."""
     wanted = f"{module}.{name}"
-    if module.startswith("dnnlib.tflib"):
-        return ConversionError(f"{where} is a TensorFlow-era NVIDIA pickle ({wanted}), not a snapshot of "
-                               f"stylegan2-ada-pytorch or stylegan3, which this reader opens")
+    if module.startswith("dnnlib"):
+        return ConversionError(f"{where} was refused: it asks to import {wanted}, which no NVIDIA network pickle "
+                               f"holds (of the TensorFlow era's dnnlib only Network records are read), and the studio "
+                               f"never runs code from a model file")
     if module.partition(".")[0] in sys.stdlib_module_names:
         return ConversionError(f"{where} was refused: it asks to import and call {wanted}; the studio never runs "
                                f"code from a model file")
