@@ -53,6 +53,9 @@ QUICK_PRESET = {"steps": 600, "batch": 16, "d_width": 32, "freeze_g": 2}
 # 3.5 hours at the quick preset's 0.63 s/step on a 2-core CPU; batch 64 at 128 px fits in 4 GB.
 MAX_STEPS = 20_000
 MAX_BATCH = 64
+TIMING_IMAGES = 4  # the synthetic set a step is timed on (time_steps)
+# A first timed step this slow (a 256 px StyleGAN2 on a CPU) is not followed by a second: it tells enough.
+SECOND_STEP_BELOW_S = 15.0
 
 ProgressFn = Callable[[int, int, dict[str, float], "np.ndarray | None"], None]
 
@@ -81,7 +84,9 @@ class TrainConfig:
         freeze_d: Freeze the first k of the discriminator's ``freezable_blocks()`` (FreezeD), when it is
             pretrained.
         freeze_g: Freeze the first k of the generator's ``freezable_blocks()``.
-        d_width: Base width of a fresh discriminator (default: the generator's).
+        d_width: Channels of a fresh discriminator's image-side block, the others in proportion (default:
+            the base model's discriminator, pretrained when its folder has one). A narrowed discriminator
+            is not kept in the published model folder, which keeps only one that fits its config.
         class_name: Class vector for a conditional base; None = the uniform blend.
         resolution: Resolution of a from-scratch generator (base "none").
         seed: Seeds every random draw.
@@ -264,7 +269,7 @@ class Run:
         torch.manual_seed(config.seed + self.rank)  # dropout draws from the global generator
         self.gen = torch.Generator().manual_seed(config.seed)  # batches and latents, same on every rank
         self.aug_gen = torch.Generator(self.device).manual_seed(config.seed * 1000 + 7 + self.rank)
-        self.model_config, g, d = self._networks(images.shape[-1])
+        self.model_config, g, d, self.d_origin = self._networks(images.shape[-1])
         self.g = g.to(self.device).train()
         self.d = d.to(self.device).train()
         self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
@@ -282,7 +287,8 @@ class Run:
         self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.step = 0
 
-    def _networks(self, resolution: int) -> tuple[ModelConfig, nn.Module, nn.Module]:
+    def _networks(self, resolution: int) -> tuple[ModelConfig, nn.Module, nn.Module, str]:
+        """The model's config, its generator, the discriminator and where that came from (for the lineage)."""
         cfg = self.config
         if cfg.base == "none":
             model_config = scratch_config(cfg)
@@ -294,17 +300,21 @@ class Run:
             d_file = base.folder / DISCRIMINATOR_FILE
             d_state = load_file(str(d_file)) if d_file.is_file() and cfg.d_width is None else None
         if model_config.resolution != resolution:
-            raise ValueError(f"the data set is {resolution}px but the model draws {model_config.resolution}px: "
-                             f"ingest it at {model_config.resolution}")
-        d_config = model_config
+            raise ValueError(f"the data set {cfg.data!r} is {resolution}px but the model {cfg.base!r} draws "
+                             f"{model_config.resolution}px: ingest it at {model_config.resolution}")
         if cfg.d_width:
-            d_config = replace(model_config, arch=replace(model_config.arch, base_width=cfg.d_width))
-        d = build_discriminator(d_config)
+            with torch.device("meta"):  # only its family and shape matter: never filled
+                full = build_discriminator(model_config)
+            d, origin = full.with_width(cfg.d_width), f"fresh, {cfg.d_width} channels wide"
+        else:
+            d, origin = build_discriminator(model_config), "fresh"
         if d_state is not None:
             d.load_state_dict(d_state)
+            origin = f"pretrained, from {cfg.base}"
         elif cfg.freeze_d:
             raise ValueError("freeze_d needs a pretrained discriminator; this base model has none")
-        return model_config, g, d
+        d.check_batch(len(range(self.rank, cfg.batch, self.world)))  # this process's share of a batch
+        return model_config, g, d, origin
 
     def _parallel(self, module: nn.Module) -> nn.Module:
         if self.world == 1:
@@ -437,6 +447,55 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, meta: di
     return {"state": state, "param_groups": groups}
 
 
+# -- timing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What one training step of a run costs on this machine.
+
+    Attributes:
+        seconds: Seconds per step, each step type counted at its share of a run (R1 every ``r1_every``).
+        device: Where the steps ran ("cpu", "cuda").
+        steps: How many real steps were timed (one when the first was already slow).
+    """
+
+    seconds: float
+    device: str
+    steps: int
+
+
+def time_steps(config: TrainConfig) -> StepTiming:
+    """Time real training steps of ``config``'s run (its model, batch, discriminator and settings) here.
+
+    The steps train on a few random images at the model's resolution (a step's cost does not depend
+    on what the images show) and nothing is written. The first step carries R1 (logistic loss) and the
+    warm-up; a second, plain step follows unless the first took ``SECOND_STEP_BELOW_S`` or more, and the
+    two are weighted as a run mixes them.
+    """
+    resolution = config.resolution if config.base == "none" else zoo.model_config(config.base).resolution
+    images = torch.rand(TIMING_IMAGES, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.random.fork_rng(devices=[]):  # a Run seeds the global generator: the caller's draws stay its own
+        run = Run(config, images)
+        first = _timed_step(run)
+        if first >= SECOND_STEP_BELOW_S:
+            return StepTiming(first, run.device.type, 1)
+        second = _timed_step(run)
+    if config.loss == "logistic":
+        seconds = (first + (config.r1_every - 1) * second) / config.r1_every
+    else:  # every step does the same work: the second one, past the warm-up, tells it
+        seconds = second
+    return StepTiming(seconds, run.device.type, 2)
+
+
+def _timed_step(run: Run) -> float:
+    t0 = time.perf_counter()
+    run.train_step()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    return time.perf_counter() - t0
+
+
 def latest_checkpoint(run: str) -> Path | None:
     """The newest checkpoint of run ``run``, if any."""
     found = sorted((run_dir(run) / "checkpoints").glob("step-*.safetensors"))
@@ -524,14 +583,20 @@ def publish(run: Run, lineage: dict[str, Any]) -> Path:
     """Write the finished model folder (EMA generator, discriminator, config with lineage) atomically."""
     cfg = run.config
     base = {"base_model": cfg.base, "dataset": cfg.data, "steps": run.step, "loss": cfg.loss,
-            "images": len(run.images), "augment": run.augment}
+            "images": len(run.images), "augment": run.augment, "discriminator": run.d_origin}
     config = replace(run.model_config, title=cfg.out, lineage={**base, **lineage},
                      description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} "
                                  f"({len(run.images)} images, {run.step} steps).")
-    return _write_model(cfg.out, config, run.g_ema, run.d.state_dict(), cfg.overwrite)
+    return _write_model(cfg.out, config, run.g_ema, _kept_discriminator(cfg, run.d.state_dict()), cfg.overwrite)
 
 
-def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: dict[str, torch.Tensor],
+def _kept_discriminator(cfg: TrainConfig, d_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The discriminator state a published model keeps: only one of its own shape, so a later fine-tune of
+    that model can load it (a narrowed one, ``d_width``, does not fit the model's config)."""
+    return None if cfg.d_width else d_state
+
+
+def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: dict[str, torch.Tensor] | None,
                  overwrite: bool = False) -> Path:
     """A model folder with the generator, its config and the discriminator (for later fine-tunes).
 
@@ -561,4 +626,4 @@ def export_checkpoint(path: Path, name: str, overwrite: bool = False) -> Path:
     generator = build_generator(config)
     generator.load_state_dict({k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")})
     d_state = {k[len("D.") :]: v for k, v in tensors.items() if k.startswith("D.")}
-    return _write_model(name, config, generator, d_state, overwrite)
+    return _write_model(name, config, generator, _kept_discriminator(cfg, d_state), overwrite)

@@ -1,4 +1,5 @@
-"""The Fine-tune tab's callbacks, without a browser: names, data sets, owners' jobs, checkpoints."""
+"""The Fine-tune tab's callbacks, without a browser: names, data sets, owners' jobs, checkpoints, and the
+seconds per step measured before a run starts."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from studio import data, jobs
+from studio import data, jobs, train, zoo
 from studio.storage import MAX_NAME_LENGTH, check_name
 from studio.ui import finetune_logic as logic
 from studio.ui.owners import dataset_name, new_owner
-from tests.conftest import noise_artworks
+from tests.conftest import make_tiny_model, noise_artworks
+from tests.test_stylegan2_import import write_snapshot
 
 ALICE, BOB = new_owner(None), new_owner(None)
 QUICK = {"steps": 1, "batch": 2, "lr": 2e-4, "loss": "logistic", "augment": "off", "freeze_g": 0, "freeze_d": 0}
@@ -98,3 +101,54 @@ def test_progress_reads_step_status_and_eta() -> None:
     losses, swd = logic.curves({"progress": {"history": [{"step": 1, "d": 0.5, "g": 2.0}], "swd": [[1, 30.0]]}})
     assert losses.to_dict("records") == [{"step": 1, "loss": "d", "value": 0.5}, {"step": 1, "loss": "g", "value": 2.0}]
     assert swd.to_dict("records") == [{"step": 1, "swd": 30.0}]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: on a machine shared with other work, two threads waiting on each other make a
+    step's time swing tenfold, one thread's by less than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_seconds_per_step_are_measured_per_model_and_batch_and_a_slow_run_is_announced(home: Path,
+                                                                                       one_thread: None) -> None:
+    make_tiny_model(home, "small", resolution=32)
+    make_tiny_model(home, "large", resolution=128)
+    clock = logic.StepClock()
+    settings = {**QUICK, "steps": 500}
+    small, large = (clock.timing(train.TrainConfig(data="d", out="o", base=name, **settings))
+                    for name in ("small", "large"))
+    assert large.seconds > small.seconds > 0  # a real measurement: 16 times the pixels cost more
+    same = clock.timing(train.TrainConfig(data="other", out="other", base="small", **{**settings, "steps": 9, "lr": 1}))
+    assert same is small  # cached: steps and learning rate do not change a step's cost
+    assert clock.timing(train.TrainConfig(data="d", out="o", base="small", **{**settings, "batch": 4})) is not small
+    make_tiny_model(home, "small", seed=1, resolution=32)  # a new version of the model is timed afresh
+    assert clock.timing(train.TrainConfig(data="d", out="o", base="small", **settings)) is not small
+
+    total = large.seconds * 500
+    quiet = logic.estimate(clock, "large", "Custom", settings, slow_s=total * 2)
+    assert f"{large.seconds:.2f} s per step" in quiet and "500 steps" in quiet and "Slow" not in quiet
+    warned = logic.estimate(clock, "large", "Custom", settings, slow_s=total / 2)
+    assert warned.startswith(quiet) and "Slow here" in warned and "GPU" in warned
+    assert logic.estimate(clock, "", "Quick", {}) == logic.ESTIMATE_HINT
+    assert "cannot start" in logic.estimate(clock, "no-such-model", "Quick", {})
+
+
+def test_a_stylegan2_batch_that_its_discriminator_cannot_group_is_refused_before_the_run(home: Path,
+                                                                                         tmp_path: Path) -> None:
+    write_snapshot(tmp_path / "network-snapshot.pkl")
+    zoo.import_file(tmp_path / "network-snapshot.pkl", "sg")
+    clock = logic.StepClock()
+    refused = logic.estimate(clock, "sg", "Custom", {**QUICK, "batch": 6})
+    assert refused.startswith("**This run cannot start:**") and "multiple of 4, not 6" in refused
+    assert "s per step" in logic.estimate(clock, "sg", "Custom", {**QUICK, "batch": 4})
+
+
+def test_a_data_set_of_another_resolution_is_refused_before_the_job(manager: jobs.JobManager, tmp_path: Path) -> None:
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "big", 64, False, ALICE)
+    with pytest.raises(ValueError, match="Your data set 'big' is 64 px but tiny draws 32 px: prepare it again"):
+        logic.start(manager, "big", "tiny", "out", False, "Custom", QUICK, ALICE, shared=True)
+    assert manager.list() == []

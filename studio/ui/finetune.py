@@ -68,6 +68,7 @@ def _layout() -> SimpleNamespace:
                     gr.Number(0, label="Frozen discriminator blocks (needs a pretrained one)", precision=0,
                               minimum=0, elem_id="ft-freeze-d"),
                 ]
+            ui.estimate = gr.Markdown(logic.ESTIMATE_HINT, elem_id="ft-estimate")
             with gr.Row():
                 ui.start = gr.Button("Start", variant="primary", elem_id="ft-start")
                 ui.cancel = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
@@ -119,9 +120,19 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
         made = logic.prepare_data_set(files, name, engine.config(base).resolution, replace, owner_of(owner_id, shared))
         return [made.report, made.name, gr.update(value=made.contact, visible=made.contact is not None)]
 
-    ui.ingest.click(prepare, [ui.uploads, ui.data_name, ui.base, ui.replace_data, owner],
-                    [ui.report, ui.data_name, ui.contact], **PRIVATE)
+    prepared = ui.ingest.click(prepare, [ui.uploads, ui.data_name, ui.base, ui.replace_data, owner],
+                               [ui.report, ui.data_name, ui.contact], **PRIVATE)
     ui.preset.change(lambda p: gr.update(visible=p == "Custom"), ui.preset, ui.custom, queue=False, **PRIVATE)
+
+    clock = logic.StepClock()  # one per studio: a model and settings are timed once for every visitor
+
+    def timed(base: str, preset: str, *custom: Any) -> str:
+        return logic.estimate(clock, base, preset, dict(zip(CUSTOM, custom)))
+
+    costly = [c for name, c in zip(CUSTOM, ui.custom_values) if name != "lr"]  # settings that change a step's cost
+    timing = {"fn": timed, "inputs": [ui.base, ui.preset, *ui.custom_values], "outputs": ui.estimate, **PRIVATE}
+    gr.on([ui.base.change, ui.preset.change, *(c.change for c in costly)], **timing)
+    prepared.success(**timing)  # the artist who keeps the default base sees the figure before Start too
 
     @shown_to_user
     def begin(name: str, base: str, out: str, replace: bool, preset: str, *values: Any) -> list[Any]:

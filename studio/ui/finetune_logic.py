@@ -1,4 +1,5 @@
-"""What the Fine-tune tab does, without Gradio: data sets, jobs of one owner, progress, checkpoints.
+"""What the Fine-tune tab does, without Gradio: data sets, jobs of one owner, progress, checkpoints, and
+how long a run will take here (measured on real steps of the picked model before it starts).
 
 Every function acts for one owner (None: everyone, in a studio of one's own; see ``studio.ui.owners``)
 and raises ``ValueError`` with a message for the artist; the tab turns those into ``gr.Error``.
@@ -7,8 +8,10 @@ Pictures from the studio's home are returned as pixels (``studio.ui.files.pixels
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from studio import data, jobs, metrics, train, zoo
+from studio.engine import folder_identity
 from studio.media import grid, to_uint8
 from studio.sampling import Request
 from studio.storage import MAX_NAME_LENGTH
@@ -32,6 +36,8 @@ PRESETS = {
     "Standard": {"steps": 2000, "batch": 16, "freeze_g": 0},
 }
 MEMORIZATION_SAMPLES = 16
+SLOW_RUN_S = 3600.0  # a run estimated longer than this on this machine is announced with a warning
+ESTIMATE_HINT = "How long a run takes here is measured when you pick a base model or prepare a data set."
 CHECKPOINT_NAME = re.compile(r"step-\d{7}\.safetensors")
 NO_JOB = "No such job among yours: pick one from the list."
 
@@ -151,14 +157,81 @@ def start(manager: JobManager, name: str, base: str, out: str, replace: bool, pr
         mine = any(j["config"]["out"] == out and j["status"] == jobs.FINISHED for j in manager.list(owner))
         if shared and not mine:
             raise ValueError(f"A model called {out!r} exists already and was not made by you: choose another name.")
+    if base != "none" and (side := _data_set_resolution(stored)) != (wanted := zoo.model_config(base).resolution):
+        raise ValueError(f"Your data set {name!r} is {side} px but {base} draws {wanted} px: prepare it again with "
+                         f"{base} picked as the base model.")
+    config = _train_config(stored, out, base, bool(replace), preset, custom)
+    return manager.submit(config, stored, owner=owner or "")
+
+
+def _train_config(data_set: str, out: str, base: str, overwrite: bool, preset: str,
+                  custom: dict[str, Any]) -> train.TrainConfig:
+    """The run a preset (or the Custom settings) makes; ValueError in the config's words for numbers it refuses."""
     settings = PRESETS.get(preset) or {"steps": int(custom["steps"]), "batch": int(custom["batch"]),
                                        "lr": float(custom["lr"]), "loss": custom["loss"], "augment": custom["augment"],
                                        "freeze_g": int(custom["freeze_g"]), "freeze_d": int(custom["freeze_d"])}
     try:
-        config = train.TrainConfig(data=stored, out=out, base=base, overwrite=bool(replace), **settings)
-    except (TypeError, OverflowError) as e:  # numbers the config refuses, in its words
+        return train.TrainConfig(data=data_set, out=out, base=base, overwrite=overwrite, **settings)
+    except (TypeError, OverflowError) as e:
         raise ValueError(str(e)) from None
-    return manager.submit(config, stored, owner=owner or "")
+
+
+def _data_set_resolution(stored: str) -> int:
+    """The side of a data set's images, from its manifest (without reading the images)."""
+    return int(json.loads((data.dataset_dir(stored) / "manifest.json").read_text())["resolution"])
+
+
+class StepClock:
+    """Seconds per training step measured on this machine, kept per model version and run settings.
+
+    One clock serves every visitor of the tab: a model and settings are timed once (on real steps, see
+    ``train.time_steps``), again only when the model's folder changes, and one timing at a time, so two
+    never slow each other's figure.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._timings: dict[tuple[Any, train.TrainConfig], train.StepTiming] = {}
+
+    def timing(self, config: train.TrainConfig) -> train.StepTiming:
+        """The measured timing of ``config``'s run (its model, batch and settings; the step count aside)."""
+        identity = None if config.base == "none" else folder_identity(zoo.model_folder(config.base))
+        # Steps and learning rate do not change what one step costs: one timing serves every value of them.
+        key = (identity, replace(config, steps=1, lr=train.TrainConfig.lr, data="timing", out="timing", run="",
+                                 overwrite=False))
+        with self._lock:
+            if key not in self._timings:
+                self._timings[key] = train.time_steps(key[1])
+            return self._timings[key]
+
+
+def estimate(clock: StepClock, base: str, preset: str, custom: dict[str, Any], slow_s: float = SLOW_RUN_S) -> str:
+    """Markdown for the artist before a run starts: the measured seconds per step of ``base`` with these
+    settings, the run's total, and a warning when that total passes ``slow_s``; or why it cannot run."""
+    if not base:
+        return ESTIMATE_HINT
+    try:
+        config = _train_config("timing", "timing", base, False, preset, custom)
+        timing = clock.timing(config)
+    except (ValueError, zoo.ModelUnavailable) as e:
+        return f"**This run cannot start:** {e}"
+    total = timing.seconds * config.steps
+    on_cpu = timing.device == "cpu"
+    text = (f"**{timing.seconds:.2f} s per step** measured on this machine's {'CPU' if on_cpu else 'GPU'} "
+            f"({base}, batch {config.batch}) · {config.steps:,} steps ≈ {_duration(total)}.")
+    if total > slow_s:
+        text += (f"\n\n⚠️ **Slow here:** this run would take about {_duration(total)}. Try fewer steps, a smaller "
+                 f"batch or more frozen generator blocks{', or fine-tune on a machine with a GPU' if on_cpu else ''}.")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words a person reads at a glance: "under a minute", "12 min", "3 h 05 min"."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
 def base_preview(engine: Engine, files: ImageFiles, base: str) -> str | None:
