@@ -317,3 +317,25 @@ def snapshot_bytes(networks: dict, protocol: int = 4) -> bytes:
                "dnnlib.util": {"EasyDict": EasyDict}}
     with fake_modules(**modules):
         return pickle.dumps(networks, protocol=protocol)
+
+
+# -- StyleGAN2 files of other layouts, imported -------------------------------------------------------------
+
+
+def kept_discriminator_logits(folder: Path, images: torch.Tensor) -> torch.Tensor:
+    """The logits that the discriminator an import kept beside model ``folder`` gives ``images``."""
+    from safetensors.torch import load_file
+
+    from studio.models.folder import DISCRIMINATOR_FILE, build_discriminator, load_config
+
+    discriminator = build_discriminator(load_config(folder)).eval()
+    discriminator.load_state_dict(load_file(str(folder / DISCRIMINATOR_FILE)))
+    with torch.no_grad():
+        return discriminator(images)
+
+
+def assert_import_refused(path: Path, said: str, home: Path) -> None:
+    """``python -m studio import PATH`` exits 2 with one line on stderr that contains ``said``."""
+    refused = run_cli("import", str(path), "--name", "refused", home=home)
+    assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from studio import zoo
-from studio.models.folder import DISCRIMINATOR_FILE, build_discriminator, load_config
-from tests.conftest import fake_modules, run_cli
+from studio.models.folder import DISCRIMINATOR_FILE, load_config
+from tests.conftest import assert_import_refused, fake_modules, kept_discriminator_logits, run_cli
 
 SQRT2 = math.sqrt(2.0)
 TAPS = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
@@ -233,11 +232,8 @@ def test_a_tf_pickle_draws_and_judges_what_tensorflow_would_and_its_source_never
     torch.testing.assert_close(drawn.double(), tf_generator(gs_variables(mapping, synthesis), z), atol=1e-4, rtol=0)
     assert torch.equal(model.generator.state_dict()["mapping.w_avg"], torch.from_numpy(mapping["../dlatent_avg"]))
 
-    discriminator = build_discriminator(config).eval()
-    discriminator.load_state_dict(load_file(str(home / "models" / "tf" / DISCRIMINATOR_FILE)))
     images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        judged = discriminator(images)
+    judged = kept_discriminator_logits(home / "models" / "tf", images)
     torch.testing.assert_close(judged.double(), tf_discriminator(d, images), atol=1e-4, rtol=0)
 
 
@@ -267,9 +263,7 @@ def test_bad_tf_pickles_are_refused_in_one_line_and_leave_earlier_models_alone(h
     with fake_modules(**{"dnnlib.tflib.tfutil": {"Session": Session}}):
         (tmp_path / "foreign.pkl").write_bytes(pickle.dumps((Session(), Session(), Session()), protocol=3))
     for name, said in (("cut.pkl", "ends early"), ("foreign.pkl", "dnnlib.tflib.tfutil.Session")):
-        refused = run_cli("import", str(tmp_path / name), "--name", "bad", home=home)
-        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
-        assert refused.stderr.count("\n") == 1, refused.stderr
+        assert_import_refused(tmp_path / name, said, home)
 
     labelled = {**mapping, "LabelConcat/weight": np.ones((3, Z), np.float32)}
     odd = {**synthesis, "16x16/Conv1/extra": np.ones(3, np.float32)}
