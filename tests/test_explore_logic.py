@@ -15,6 +15,7 @@ from studio.engine import Engine
 from studio.recipe import Recipe, RecipeError, read_recipe, request_for
 from studio.ui import explore_logic as logic
 from studio.ui.files import ImageFiles
+from tests.test_style_controls import save_style_model
 
 
 @pytest.fixture
@@ -25,6 +26,25 @@ def engine(tiny: str) -> Iterator[Engine]:
 
 def recipe(**changes) -> Recipe:
     return replace(Recipe("tiny", "", 5, {"dog": 1.0}, 0.8, "sefa", {}), **changes)
+
+
+def test_style_controls_become_recipe_fields_on_a_stylegan_and_are_ignored_on_a_dcgan(engine: Engine,
+                                                                                        home: Path) -> None:
+    save_style_model(home)  # 6 style layers
+    args = (engine.config, "sg", 5, False, "ink", (), 0.7, "sefa", (1.0,))
+    made = logic.recipe_from_controls(*args, (9, 4.0, 2.0, 11, 1, 3))
+    assert (made.mix_seed, made.mix_layers, made.noise_seed, made.edit_layers) == (9, (2, 4), 11, (1, 3))
+    plain = logic.recipe_from_controls(*args, (None, 0, 3, None, 0, 5))  # sliders on every layer: the default
+    assert (plain.mix_seed, plain.mix_layers, plain.noise_seed, plain.edit_layers) == (None, None, None, None)
+    dcgan = logic.recipe_from_controls(engine.config, "tiny", 5, False, "dog", (), 0.8, "sefa", (), (9, 0, 3, 11, 0, 0))
+    assert dcgan == Recipe("tiny", "", 5, {"dog": 1.0}, 0.8, "sefa", {})
+    for style, words in (((9, 0, 6, None, 0, 5), "from 0 to 5"), ((None, 0, 3, None, float("inf"), 5), "whole numbers"),
+                         ((-1, 0, 3, None, 0, 5), "seed")):
+        with pytest.raises(ValueError, match=words):
+            logic.recipe_from_controls(*args, style)
+    # The paper's bands, cut to the model's layers.
+    assert [logic.band_layers(b, 18) for b in ("coarse", "middle", "fine")] == [(0, 3), (4, 7), (8, 17)]
+    assert [logic.band_layers(b, 6) for b in ("coarse", "middle", "fine")] == [(0, 3), (4, 5), (5, 5)]
 
 
 def test_controls_make_a_recipe_and_refuse_in_words(engine: Engine) -> None:

@@ -46,6 +46,11 @@ class DCGANConfig:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
     @property
+    def num_ws(self) -> int:
+        """No per-layer style inputs: z enters once, at 4x4."""
+        return 0
+
+    @property
     def num_upsamplings(self) -> int:
         """Stride-2 layers between the 4x4 start and the output resolution."""
         return int(math.log2(self.resolution)) - 2

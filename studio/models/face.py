@@ -21,6 +21,7 @@ class ArchConfig(Protocol):
     resolution: int  # output side in pixels
     z_dim: int  # latent size
     num_classes: int  # 0 for an unconditional model
+    num_ws: int  # per-layer style inputs; 0 for a family whose latent enters once (DCGAN)
 
 
 @runtime_checkable

@@ -95,6 +95,11 @@ class ModelConfig:
         """Number of classes; 0 for an unconditional model."""
         return int(self.arch.num_classes)
 
+    @property
+    def num_style_layers(self) -> int:
+        """Per-layer style inputs (StyleGAN's ws); 0 for a family whose latent enters once."""
+        return int(self.arch.num_ws)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document; ``resolution`` and ``z_dim`` are repeated at the top for other readers."""
         d = asdict(self)  # the architecture's config becomes the dict of its fields

@@ -34,11 +34,12 @@ class Controls:
     truncation: gr.Slider
     method: gr.Radio
     sliders: list[gr.Slider]
+    style: list[gr.components.Component]  # StyleGAN: mix seed, first, last; noise seed; sliders' first, last
 
     def inputs(self) -> list[gr.components.Component]:
         """The components, in the order ``recipe`` and ``values`` use."""
         return [self.model, self.seed, self.blend_on, self.class_name, *self.blend, self.truncation, self.method,
-                *self.sliders]
+                *self.sliders, *self.style]
 
     @shown_to_user
     def recipe(self, values: tuple[Any, ...], config_of: Callable[[str], ModelConfig] = zoo.model_config) -> Recipe:
@@ -51,17 +52,33 @@ class Controls:
         model, seed, blend_on, class_name = values[:4]
         blend = values[4 : 4 + MAX_CLASSES]
         truncation, method = values[4 + MAX_CLASSES : 6 + MAX_CLASSES]
-        sliders = values[6 + MAX_CLASSES :]
-        return recipe_from_controls(config_of, model, seed, blend_on, class_name, blend, truncation, method, sliders)
+        sliders = values[6 + MAX_CLASSES : 6 + MAX_CLASSES + MAX_SLIDERS]
+        style = tuple(values[6 + MAX_CLASSES + MAX_SLIDERS :])
+        return recipe_from_controls(config_of, model, seed, blend_on, class_name, blend, truncation, method, sliders,
+                                    style)
 
     def values(self, recipe: Recipe, config_of: Callable[[str], ModelConfig] = zoo.model_config) -> list[Any]:
         """Component updates (in ``inputs`` order) that show ``recipe``."""
-        names = list(config_of(recipe.model).class_names)
+        config = config_of(recipe.model)
+        names = list(config.class_names)
         single = len(recipe.classes) == 1 and next(iter(recipe.classes.values())) > 0
         class_name = next(iter(recipe.classes)) if single else (names[0] if names else None)
         return [recipe.model, recipe.seed, bool(recipe.classes) and not single,
                 gr.update(choices=names, value=class_name), *class_updates(names, recipe.classes),
-                recipe.truncation, recipe.directions, *[recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)]]
+                recipe.truncation, recipe.directions, *[recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)],
+                *style_updates(config.num_style_layers, recipe)]
+
+
+def style_updates(count: int, recipe: Recipe | None = None) -> list[Any]:
+    """Updates of the style controls (``Controls.style`` order) for a model with ``count`` style layers,
+    showing ``recipe``'s values (None: no mixing, constant noise, sliders on every layer)."""
+    last = max(count - 1, 0)
+    mix = recipe.mix_layers if recipe and recipe.mix_layers else (0, min(3, last))
+    edit = recipe.edit_layers if recipe and recipe.edit_layers else (0, last)
+    layer = {"minimum": 0, "maximum": max(last, 1)}  # Gradio needs maximum > minimum
+    return [recipe.mix_seed if recipe else None, gr.update(value=mix[0], **layer), gr.update(value=mix[1], **layer),
+            recipe.noise_seed if recipe else None, gr.update(value=edit[0], **layer),
+            gr.update(value=edit[1], **layer)]
 
 
 def class_updates(names: list[str], weights: dict[str, float]) -> list[Any]:

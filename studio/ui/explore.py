@@ -10,6 +10,7 @@ seeds, each slider's preview strip, and the back/forward history. What each call
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import gradio as gr
 from studio import zoo
 from studio.recipe import Recipe
 from studio.ui import explore_logic as logic
-from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates
+from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates, style_updates
 from studio.ui.errors import shown_to_user
 from studio.ui.files import ImageFiles
 
@@ -56,6 +57,7 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
                             for i in range(MAX_CLASSES)]
             ui.truncation = gr.Slider(0.0, 1.5, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation ψ",
                                       info="1 = full variety · 0 = the average image", elem_id="truncation")
+            _style_layout(ui, config.num_style_layers)
             with gr.Row():
                 ui.back = gr.Button("◀ Back", size="sm", elem_id="history-back")
                 ui.forward = gr.Button("Forward ▶", size="sm", elem_id="history-forward")
@@ -81,6 +83,44 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
     ui.history = gr.State(logic.EMPTY_HISTORY)
     ui.current = gr.Textbox(visible=False, elem_id="current-recipe")  # the recipe being drawn
     return ui
+
+
+def _style_layout(ui: SimpleNamespace, count: int) -> None:
+    """StyleGAN's per-layer controls (shown for a model with ``count`` > 0 style layers): style mixing,
+    the noise seed, and the layers the semantic sliders move."""
+    layer = {"minimum": 0, "maximum": max(count - 1, 1), "step": 1}  # Gradio needs maximum > minimum
+    with gr.Accordion("Style mixing and noise", open=True, visible=count > 0, elem_id="styles") as ui.style_panel:
+        with gr.Row(equal_height=True):
+            ui.mix_seed = gr.Number(None, label="Mix styles from seed", info="blank: no mixing", precision=0,
+                                    minimum=0, maximum=logic.MAX_SEED, elem_id="mix-seed")
+            ui.mix_dice = gr.Button("🎲", scale=0, min_width=40, elem_id="mix-random")
+        ui.mix_band = gr.Radio(list(logic.STYLE_BANDS), value="coarse", label="Layers it gives",
+                               info="coarse 4²–8²: pose, shape · middle 16²–32²: features · fine 64²+: colour, texture",
+                               elem_id="mix-band")
+        with gr.Row():
+            ui.mix_first = gr.Slider(value=0, label="from layer", elem_id="mix-first", **layer)
+            ui.mix_last = gr.Slider(value=min(3, max(count - 1, 0)), label="to layer", elem_id="mix-last", **layer)
+        with gr.Row(equal_height=True):
+            ui.noise_seed = gr.Number(None, label="Noise seed", info="blank: the model's constant noise", precision=0,
+                                      minimum=0, maximum=logic.MAX_SEED, elem_id="noise-seed")
+            ui.reroll = gr.Button("🎲 Re-roll detail", scale=0, min_width=120, elem_id="reroll-noise")
+        with gr.Row():
+            ui.edit_first = gr.Slider(value=0, label="Sliders move layers from", elem_id="edit-first", **layer)
+            ui.edit_last = gr.Slider(value=max(count - 1, 0), label="to", elem_id="edit-last", **layer)
+
+
+def _wire_styles(ui: SimpleNamespace, engine: Engine, settle: Callable[[Any], None]) -> None:
+    """Connect the style controls: each settled change redraws through ``settle``."""
+    @shown_to_user
+    def band(name: str, model: str) -> tuple[int, int]:
+        return logic.band_layers(name, engine.config(model).num_style_layers)
+
+    settle(ui.mix_band.input(band, [ui.mix_band, ui.model], [ui.mix_first, ui.mix_last], queue=False, **PRIVATE))
+    ui.mix_dice.click(lambda: random.randint(0, logic.MAX_SEED), None, ui.mix_seed, queue=False, **PRIVATE)
+    ui.reroll.click(lambda: random.randint(0, logic.MAX_SEED), None, ui.noise_seed, queue=False, **PRIVATE)
+    changes = [ui.mix_seed.change, ui.noise_seed.change,
+               *(s.release for s in (ui.mix_first, ui.mix_last, ui.edit_first, ui.edit_last))]
+    settle(gr.on(changes, lambda: None, None, None, queue=False, trigger_mode="always_last", **PRIVATE))
 
 
 def _slider_layout(ui: SimpleNamespace) -> None:
@@ -110,7 +150,8 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     """Lay out the Explore tab inside ``demo``, wire it to ``engine``; "add as keyframe" feeds ``keyframes``."""
     files = ImageFiles()
     ui = _layout(zoo.DEFAULT_MODEL, engine.config(zoo.DEFAULT_MODEL))
-    controls = Controls(ui.model, ui.seed, ui.blend_on, ui.class_name, ui.blend, ui.truncation, ui.method, ui.sliders)
+    controls = Controls(ui.model, ui.seed, ui.blend_on, ui.class_name, ui.blend, ui.truncation, ui.method, ui.sliders,
+                        [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last])
     inputs = controls.inputs()
 
     def to_recipe(*values: Any) -> str:
@@ -157,15 +198,19 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
 
     @shown_to_user
     def on_model(name: str, method: str) -> list[Any]:
-        names = list(engine.config(name).class_names)
-        return [logic.card_markdown(name, engine.config(name)),
+        config = engine.config(name)
+        names = list(config.class_names)
+        return [logic.card_markdown(name, config),
                 gr.update(choices=names, value=names[0] if names else None, visible=bool(names)),
                 gr.update(value=False, visible=bool(names)), *class_updates(names, {}), *[0.0] * MAX_SLIDERS,
-                *labels(name, method)]
+                *labels(name, method), gr.update(visible=config.num_style_layers > 0),
+                *style_updates(config.num_style_layers)]
 
     # .input, not .change: a recipe being restored sets the model too, and must keep its own values.
-    settle(ui.model.input(on_model, [ui.model, ui.method],
-                          [ui.info, ui.class_name, ui.blend_on, *ui.blend, *ui.sliders, *ui.names], **PRIVATE))
+    settle(ui.model.input(on_model, [ui.model, ui.method], [ui.info, ui.class_name, ui.blend_on, *ui.blend,
+                                                            *ui.sliders, *ui.names, ui.style_panel, *controls.style],
+                          **PRIVATE))
+    _wire_styles(ui, engine, settle)
     ui.method.change(labels, [ui.model, ui.method], ui.names, **PRIVATE)
     ui.count.change(lambda k: [gr.update(visible=i < k) for i in range(MAX_SLIDERS)], ui.count, ui.rows,
                     queue=False, **PRIVATE)

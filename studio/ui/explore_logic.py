@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from studio.models.folder import ModelConfig
     from studio.ui.files import ImageFiles
 
+# Style mixing's layer bands, as the StyleGAN paper names them: coarse (4²-8²: pose, shape), middle
+# (16²-32²: features), fine (64² and up: colour, texture). None: up to the model's last layer.
+STYLE_BANDS: dict[str, tuple[int, int | None]] = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}
 VARIATIONS = 8
 STRIP_VALUES = (-3.0, 0.0, 3.0)
 HISTORY = 50
@@ -53,12 +56,23 @@ def card_markdown(name: str, config: ModelConfig) -> str:
     return "\n\n".join(lines)
 
 
+def band_layers(band: str, count: int) -> tuple[int, int]:
+    """The style layers (first, last) of ``STYLE_BANDS`` entry ``band`` in a model with ``count`` style layers."""
+    if band not in STYLE_BANDS:
+        raise ValueError(f"unknown layer band {band!r}; choose one of {', '.join(STYLE_BANDS)}")
+    first, last = STYLE_BANDS[band]
+    last = count - 1 if last is None else min(last, count - 1)
+    return min(first, last), last
+
+
 def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, seed: Any, blend_on: bool,
                          class_name: str | None, blend: tuple[float, ...], truncation: float, method: str,
-                         sliders: tuple[float, ...]) -> Recipe:
+                         sliders: tuple[float, ...], style: tuple[Any, ...] = (None, 0, 0, None, 0, 0)) -> Recipe:
     """The recipe the Explore controls describe (their values may come from any API caller).
 
-    ``config_of(name)`` gives a model's config (the engine's cached one in the studio).
+    ``config_of(name)`` gives a model's config (the engine's cached one in the studio). ``style``: the
+    StyleGAN controls (mix seed, its first and last layer, noise seed, the sliders' first and last layer);
+    blank seeds mean no mixing and the constant noise. A model without style layers ignores them.
 
     Raises:
         ValueError: No seed, an all-zero blend, a number that is not finite or out of range.
@@ -78,7 +92,33 @@ def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, se
     else:
         classes = {class_name: 1.0} if class_name else {}
     edits = {i: v for i, v in enumerate(sliders) if v}
-    return Recipe(model, "", check_seed(seed), classes, truncation, method, edits)
+    made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits)
+    count = config_of(model).num_style_layers
+    return replace(made, **_style_fields(style, count)) if count else made
+
+
+def _style_fields(style: tuple[Any, ...], count: int) -> dict[str, Any]:
+    """The recipe's style fields from the style controls' values (see ``recipe_from_controls``)."""
+    mix_seed, mix_first, mix_last, noise_seed, edit_first, edit_last = style
+    fields: dict[str, Any] = {}
+    if mix_seed is not None:
+        fields.update(mix_seed=check_seed(mix_seed), mix_layers=_layer_range(mix_first, mix_last, count, "mixing"))
+    if noise_seed is not None:
+        fields["noise_seed"] = check_seed(noise_seed)
+    edit_layers = _layer_range(edit_first, edit_last, count, "slider")
+    if edit_layers != (0, count - 1):  # all layers is the default, left out of the recipe
+        fields["edit_layers"] = edit_layers
+    return fields
+
+
+def _layer_range(first: Any, last: Any, count: int, what: str) -> tuple[int, int]:
+    try:
+        layers = int(first), int(last)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} layers must be whole numbers from 0 to {count - 1}") from None
+    if not 0 <= min(layers) <= max(layers) < count:
+        raise ValueError(f"{what} layers must be whole numbers from 0 to {count - 1}, not {first}-{last}")
+    return min(layers), max(layers)
 
 
 def draw(engine: Engine, files: ImageFiles, recipe_json: str) -> tuple[str, str]:

@@ -41,7 +41,7 @@ def _layout() -> SimpleNamespace:
     with gr.Row(equal_height=False, elem_id="interpolate"):
         with gr.Column(scale=1, min_width=260, elem_classes=["panel"]):
             ui.mode = gr.Radio(MODE_CHOICES, value="slerp", label="Path in z",
-                               info="Slerp keeps every frame as vivid as the keyframes", elem_id="interp-mode")
+                               info="Slerp keeps every frame as vivid as the keyframes · StyleGAN models walk W in straight lines", elem_id="interp-mode")
             ui.frames = gr.Slider(1, animation.MAX_FRAMES_PER_SEGMENT, value=DEFAULT_FRAMES_PER_SEGMENT, step=1,
                                   label="Frames per segment", elem_id="interp-per-segment")
             ui.easing = gr.Radio(list(latent.EASINGS), value="linear", label="Easing",
