@@ -1,9 +1,11 @@
 """The Hugging Face Hub: pull a model folder from a model repository, push one with its model card.
 
 A Hub model is the studio's own model folder (``config.json`` + ``model.safetensors``) with a
-``README.md`` model card. Pulling reads nothing else from a repository, and never unpickles: a
-repository that offers only pickled weights is refused unread. A pulled model is copied into
-``STUDIO_HOME/hub/OWNER/NAME`` and goes by ``OWNER/NAME`` everywhere (pickers, ``--model``).
+``README.md`` model card. A repository without one that holds a single StyleGAN2 file (an NVIDIA ``.pkl``
+or a rosinality ``.pt``) is converted as ``python -m studio import`` converts it, by the studio's own
+readers, which never run code from the file; other pickled weights (``.bin``, ``.pth``, ...) are refused
+unread. A pulled model is written into ``STUDIO_HOME/hub/OWNER/NAME`` and goes by ``OWNER/NAME`` everywhere
+(pickers, ``--model``).
 
 Pushing builds the exact folder to upload once (``write_upload``), then uploads it as one commit;
 ``--dry-run`` stops after the first step. The token is passed in by the caller, held only in memory
@@ -50,6 +52,8 @@ PULL_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 UPLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SAMPLE_FILE, CARD_FILE)
 # Weights in any of these formats are unpickled on loading, which can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# StyleGAN2 files that pulling converts with the importer's readers (NVIDIA pickles, rosinality checkpoints).
+CONVERTED_SUFFIXES = (".pkl", ".pt")
 LIBRARY_NAME = "gan-studio"
 TAGS = ["gan", "image-generation"]
 SAMPLE_SEEDS = tuple(range(8))
@@ -95,10 +99,14 @@ def pull(repo_id: str, revision: str | None = None, token: str | bool | None = N
 
     Raises:
         HubError: The repository or revision does not exist, is neither reachable nor cached, lacks
-            files, offers only pickled weights, or holds no model of a known architecture.
+            files, offers only pickled weights, holds a StyleGAN2 file the importer refuses, or holds no model
+            of a known architecture.
     """
     dest = _check_repo_id(repo_id)
     snapshot = Path(_download(repo_id, revision, token))
+    stylegan2_file = _stylegan2_file(repo_id, snapshot)
+    if stylegan2_file:
+        return _pull_converted(repo_id, snapshot.name, stylegan2_file, dest, token)
     _check_files(repo_id, snapshot)
     _check_model(repo_id, snapshot)
     with swap_dir(dest) as tmp:
@@ -108,10 +116,35 @@ def pull(repo_id: str, revision: str | None = None, token: str | bool | None = N
     return Pulled(repo_id, dest, snapshot.name)
 
 
-def _download(repo_id: str, revision: str | None, token: str | bool | None) -> str:
+def _stylegan2_file(repo_id: str, snapshot: Path) -> str | None:
+    """The StyleGAN2 file to convert, for a repository that holds one and no studio model folder."""
+    if (snapshot / WEIGHTS_FILE).is_file():
+        return None
+    files = sorted(f for f in _repo_files(repo_id, snapshot) if f.lower().endswith(CONVERTED_SUFFIXES))
+    if len(files) > 1:
+        raise HubError(f"{repo_id} holds several StyleGAN2 files ({', '.join(files)}) and no {WEIGHTS_FILE}: download "
+                       f"the one you want and import it (python -m studio import FILE --name NAME)")
+    return files[0] if files else None
+
+
+def _pull_converted(repo_id: str, commit: str, filename: str, dest: Path, token: str | bool | None) -> Pulled:
+    """Download ``filename`` at ``commit`` and convert it into the pulled model's folder ``dest``."""
+    path = Path(_download(repo_id, commit, token, (filename,))) / filename
+    if not path.is_file():
+        raise HubError(f"{repo_id}'s {filename} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                       f"the Hub cannot be reached to fetch it")
+    try:
+        zoo.import_pulled(path, repo_id, filename, dest)
+    except zoo.ModelUnavailable as e:
+        raise HubError(str(e)) from None
+    return Pulled(repo_id, dest, commit)
+
+
+def _download(repo_id: str, revision: str | None, token: str | bool | None,
+              patterns: tuple[str, ...] = PULL_FILES) -> str:
     at = f" at revision {revision}" if revision else ""
     try:
-        return snapshot_download(repo_id, revision=revision, allow_patterns=list(PULL_FILES),
+        return snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns),
                                  library_name=LIBRARY_NAME, token=token)
     except RevisionNotFoundError:
         raise HubError(f"{repo_id} has no revision {revision!r} on the Hub") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from huggingface_hub import ModelCard, constants, scan_cache_dir
 from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 from PIL import Image
@@ -468,3 +469,62 @@ def test_push_token_never_falls_back_to_the_servers_secret_in_a_shared_studio(
     assert push_token("", shared=True) is None and push_token("hf_typed", shared=True) == "hf_typed"
     monkeypatch.setenv("SPACE_ID", "alice/gan-studio")
     assert is_shared("127.0.0.1")  # a Space is shared whatever its bind
+
+
+# -- repositories holding a StyleGAN2 file instead of a model folder -----------------------------------------
+
+
+def test_pull_converts_a_repositorys_rosinality_checkpoint(home: Path, offline_cache: Path, tmp_path: Path) -> None:
+    from tests.test_rosinality_import import STYLE, checkpoint, ros_generator
+
+    saved, g, _ = checkpoint(seed=11, latent_avg=True)
+    torch.save(saved, tmp_path / "faces.pt")
+    lay_out_cache(offline_cache, "artist/ros-faces", {"faces.pt": (tmp_path / "faces.pt").read_bytes(),
+                                                      "README.md": b"# Faces\n"})
+    pulled = hub.pull("artist/ros-faces")
+    assert (pulled.name, pulled.commit) == ("artist/ros-faces", COMMIT)
+    config = load_config(pulled.folder)
+    assert config.architecture == "stylegan2" and "huggingface.co/artist/ros-faces (faces.pt)" in config.source
+    z = torch.randn(3, STYLE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        drawn = zoo.load("artist/ros-faces").generator(z)
+    torch.testing.assert_close(drawn.double(), ros_generator(g, z), atol=1e-4, rtol=0)
+
+
+def test_pull_converts_a_tf_era_pickle_from_the_command_line(home: Path, tmp_path: Path) -> None:
+    from tests.test_tf_import import Z, gs_variables, random_variables, tf_generator, tf_pickle
+
+    mapping, synthesis, d = random_variables(seed=12)
+    cache = tmp_path / "hf-cache"
+    lay_out_cache(cache, "artist/tf-art", {"stylegan2-art-config-f.pkl": tf_pickle(mapping, synthesis, d)})
+    result = studio("pull", "artist/tf-art", env={"STUDIO_HOME": str(home), "HF_HUB_CACHE": str(cache),
+                                                  "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "pulled artist/tf-art" in result.stdout
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_HOME", str(home))
+        z = torch.randn(2, Z, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            drawn = zoo.load("artist/tf-art").generator(z)
+    torch.testing.assert_close(drawn.double(), tf_generator(gs_variables(mapping, synthesis), z), atol=1e-4, rtol=0)
+
+
+def test_pulled_stylegan2_files_that_cannot_be_converted_are_refused_and_nothing_is_written(
+        home: Path, offline_cache: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    lay_out_cache(offline_cache, "mallory/snapshot", {"network-snapshot.pkl": pickle.dumps(Detonator(marker))})
+    with pytest.raises(hub.HubError, match=r"mallory/snapshot's network-snapshot.pkl was refused: it asks to import "
+                                           r"and call pathlib.*never runs code"):
+        hub.pull("mallory/snapshot")
+    assert not marker.exists()
+
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)
+    lay_out_cache(offline_cache, "mallory/module", {"g.pt": module.read_bytes()})
+    with pytest.raises(hub.HubError, match="holds a whole pickled object of class torch.nn.modules.linear.Linear"):
+        hub.pull("mallory/module")
+
+    lay_out_cache(offline_cache, "artist/two", {"a.pkl": b"\x80\x04N.", "b.pt": module.read_bytes()})
+    with pytest.raises(hub.HubError, match=r"artist/two holds several StyleGAN2 files \(a.pkl, b.pt\)"):
+        hub.pull("artist/two")
+    assert not (home / "hub").exists() or not any((home / "hub").rglob("config.json"))
