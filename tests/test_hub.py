@@ -491,6 +491,7 @@ def test_pull_converts_a_repositorys_rosinality_checkpoint(home: Path, offline_c
     torch.testing.assert_close(drawn.double(), ros_generator(g, z), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_pull_converts_a_tf_era_pickle_from_the_command_line(home: Path, tmp_path: Path) -> None:
     from tests.test_tf_import import Z, gs_variables, random_variables, tf_generator, tf_pickle
 

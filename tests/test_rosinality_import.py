@@ -194,6 +194,7 @@ def ros_discriminator(d: dict[str, torch.Tensor], images: torch.Tensor) -> torch
 # -- tests ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_a_rosinality_checkpoint_draws_and_judges_what_rosinality_would(home: Path, tmp_path: Path) -> None:
     saved, g, d = checkpoint()
     torch.save(saved, tmp_path / "550000.pt")
@@ -231,6 +232,7 @@ def test_a_stored_latent_avg_is_w_avg_and_a_foreign_discriminator_is_left_out(ho
     assert "final_linear.2.weight" in load_config(folder).description
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_bad_pt_files_are_refused_in_one_line_and_leave_earlier_models_alone(home: Path, tmp_path: Path) -> None:
     saved, g, _ = checkpoint()
     torch.save(saved, tmp_path / "good.pt")

@@ -212,6 +212,7 @@ def gs_variables(mapping: dict, synthesis: dict) -> dict[str, np.ndarray]:
            {f"synthesis/{k}": v for k, v in synthesis.items()}
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_a_tf_pickle_draws_and_judges_what_tensorflow_would_and_its_source_never_runs(home: Path,
                                                                                         tmp_path: Path) -> None:
     marker = tmp_path / "ran"
@@ -248,6 +249,7 @@ def test_a_lone_gs_imports_without_a_discriminator(home: Path, tmp_path: Path) -
     torch.testing.assert_close(drawn.double(), tf_generator(gs_variables(mapping, synthesis), z), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # runs the command line in a child process
 def test_bad_tf_pickles_are_refused_in_one_line_and_leave_earlier_models_alone(home: Path, tmp_path: Path) -> None:
     mapping, synthesis, d = random_variables()
     good = tf_pickle(mapping, synthesis, d)
