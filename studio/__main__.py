@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pull", help="download a model from the Hugging Face Hub",
                        description="Download config.json, model.safetensors and the card of a GAN Studio model "
                                    "repository (offline: from the local Hugging Face cache, HF_HUB_CACHE), check them "
-                                   "and register the model as OWNER/NAME. Pickled weights are refused unread.")
+                                   "and register the model as OWNER/NAME. A repository holding one StyleGAN2 file "
+                                   "instead (.pkl or rosinality .pt) is converted as import does.")
     p.add_argument("repo", metavar="OWNER/NAME", help="the model repository")
     p.add_argument("--revision", help="branch, tag or commit (default: main)")
     p.set_defaults(func=cmd_pull)
@@ -419,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="with --dry-run: a new or empty folder for the upload")
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("import", help="turn a StyleGAN2 .pkl or a DCGAN-tutorial generator file into a model",
+    p = sub.add_parser("import", help="turn a StyleGAN2 .pkl/.pt or a DCGAN-tutorial generator file into a model",
                        description="Convert a model file into a model folder, its layout read from its content: an "
                                    "NVIDIA StyleGAN2 training snapshot (network-snapshot-*.pkl of stylegan2-ada-pytorch "
-                                   "or stylegan3), read by a restricted unpickler that never runs the code it carries, "
-                                   "sizes taken from its tensors; or a PyTorch DCGAN-tutorial generator state dict "
+                                   "or stylegan3, or a TensorFlow-era (G, D, Gs) pickle), read by a restricted "
+                                   "unpickler that never runs the code it carries, sizes taken from its tensors; a "
+                                   "rosinality/stylegan2-pytorch checkpoint (.pt with g_ema); or a PyTorch "
+                                   "DCGAN-tutorial generator state dict "
                                    "(main.N.* tensors, or a checkpoint holding it as netG_state_dict), read with "
                                    "torch.load(weights_only=True).")
     p.add_argument("path", metavar="PATH", help="the .pkl, .pth, .pt or .tar file")

@@ -21,7 +21,9 @@ import torch
 
 from studio.models.convert import ConversionError
 from studio.models.convert.nvidia_pickle import read_snapshot
-from tests.conftest import EasyDict, Net, fake_modules, nest, reconstruct_by_running_source, snapshot_bytes
+from tests.conftest import (
+    EasyDict, Net, assert_import_refused, fake_modules, nest, reconstruct_by_running_source, snapshot_bytes,
+)
 
 
 def param(*shape: int, dtype: torch.dtype = torch.float32) -> torch.nn.Parameter:
@@ -101,16 +103,30 @@ def test_fp16_tensors_and_numpy_kwargs_come_out_as_stored() -> None:
     assert snapshot.discriminator_state is None
 
 
-def test_stylegan3_generator_is_recognised() -> None:
+def stylegan3_snapshot() -> tuple[bytes, torch.Tensor, torch.nn.Parameter]:
+    """A StyleGAN3 (alias-free) ``G_ema`` pickled as NVIDIA's training does, with its two tensors."""
     torch.manual_seed(3)
     freqs, layer_w = torch.randn(16, 2), param(16, 16, 1, 1)
     synthesis = nest(Net("SynthesisNetwork"), input=Net("SynthesisInput", freqs=freqs),
                      L0_36_16=Net("SynthesisLayer", weight=layer_w))
     generator = nest(Net("Generator", {"z_dim": 8}), synthesis=synthesis)
-    snapshot = read(snapshot_bytes({"G_ema": generator}))
+    return snapshot_bytes({"G_ema": generator}), freqs, layer_w
+
+
+def test_stylegan3_generator_is_recognised() -> None:
+    data, freqs, layer_w = stylegan3_snapshot()
+    snapshot = read(data)
     assert snapshot.family == "stylegan3"
     assert_same_tensors(snapshot.generator_state, {"synthesis.input.freqs": freqs,
                                                    "synthesis.L0_36_16.weight": layer_w})
+
+
+@pytest.mark.slow
+def test_a_stylegan3_snapshot_is_refused_in_one_sentence_with_nothing_written(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "stylegan3-t-ffhq-1024x1024.pkl"
+    path.write_bytes(stylegan3_snapshot()[0])
+    assert_import_refused(path, "holds a StyleGAN3 (alias-free) generator", home)
+    assert not (home / "models" / "refused").exists()
 
 
 def test_carried_source_never_runs(tmp_path: Path) -> None:

@@ -48,9 +48,10 @@ def convert_snapshot(snapshot: NvidiaSnapshot, where: str, class_names: tuple[st
             do not fit; each said in one sentence.
     """
     if snapshot.family != "stylegan2":
-        raise ConversionError(f"{where} holds a StyleGAN3 (alias-free) generator, which the studio does not draw "
-                              f"yet: only StyleGAN2 snapshots (stylegan2-ada-pytorch, or stylegan3's stylegan2 "
-                              f"config) can be imported")
+        raise ConversionError(f"{where} holds a StyleGAN3 (alias-free) generator, which the studio does not draw: "
+                              f"in plain PyTorch it is too slow to explore (about a minute per 256 px image on a "
+                              f"2-core CPU); only StyleGAN2 snapshots (stylegan2-ada-pytorch, or stylegan3's "
+                              f"stylegan2 config) can be imported")
     g = snapshot.generator_kwargs
     mapping = {**_MAPPING_DEFAULTS, **g.get("mapping_kwargs", {})}
     synthesis = {**_SYNTHESIS_DEFAULTS, **g.get("synthesis_kwargs", {})}
