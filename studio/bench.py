@@ -17,8 +17,8 @@ default deflate and with the studio's options for drawn images (``media.DRAWN_PN
 ``sliders``: the time of one slider move (a request with an edit, through the engine) against one
 plain forward pass, and the time to compute each kind of semantic direction.
 
-``finetune``: seconds per training step and images per second at the default model's resolution and
-batch size, for the full discriminator and for the quick preset.
+``finetune``: seconds per training step and images per second of a model (DCGAN or StyleGAN2) at its
+resolution, with its own discriminator (pretrained when its folder keeps one) and with the quick preset.
 
 ``responsive``: the studio's generation latency with and without a fine-tune job running beside it.
 
@@ -350,14 +350,15 @@ def cmd_bench_finetune(args: argparse.Namespace) -> None:
     resolution = zoo.model_config(args.model).resolution
     images = torch.rand(256, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
     quick = {k: v for k, v in train.QUICK_PRESET.items() if k != "steps"}
-    print(f"fine-tuning {args.model} at {resolution}px, median of {args.steps} steps after one warm-up")
-    for label, settings in (("defaults (batch 16, full D)", {}), (f"quick preset {quick}", quick)):
+    print(f"fine-tuning {args.model} ({zoo.model_config(args.model).architecture}) at {resolution}px, median of "
+          f"{args.steps} steps after one warm-up")
+    for label, settings in (("defaults (batch 16)", {}), (f"quick preset {quick}", quick)):
         config = train.TrainConfig(data="bench", out="bench", base=args.model, checkpoint_every=10**9, **settings)
         run = train.Run(config, images)
         run.train_step()
         times = [_timed(run.train_step) for _ in range(args.steps)]
         step_s = statistics.median(times)
-        print(f"  {label}: {step_s:.2f} s/step, {config.batch / step_s:.1f} img/s, "
+        print(f"  {label}, discriminator {run.d_origin}: {step_s:.2f} s/step, {config.batch / step_s:.1f} img/s, "
               f"{train.QUICK_PRESET['steps']} steps = {train.QUICK_PRESET['steps'] * step_s / 60:.1f} min")
 
 

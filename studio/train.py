@@ -54,8 +54,10 @@ QUICK_PRESET = {"steps": 600, "batch": 16, "d_width": 32, "freeze_g": 2}
 MAX_STEPS = 20_000
 MAX_BATCH = 64
 TIMING_IMAGES = 4  # the synthetic set a step is timed on (time_steps)
-# A first timed step this slow (a 256 px StyleGAN2 on a CPU) is not followed by a second: it tells enough.
-SECOND_STEP_BELOW_S = 15.0
+PROBE_BATCH = 1  # the images of the first timed steps, few so that a slow model answers in one image's time
+# Runs whose step is estimated slower than this are not timed at their batch: two such steps would keep
+# the artist waiting a minute or more (a 256 px StyleGAN2 on a CPU takes minutes per step of 16).
+TIME_AT_BATCH_BELOW_S = 10.0
 
 ProgressFn = Callable[[int, int, dict[str, float], "np.ndarray | None"], None]
 
@@ -455,37 +457,50 @@ class StepTiming:
     """What one training step of a run costs on this machine.
 
     Attributes:
-        seconds: Seconds per step, each step type counted at its share of a run (R1 every ``r1_every``).
+        seconds: Seconds per step at the run's batch (R1 steps counted at their share where two steps
+            were timed).
         device: Where the steps ran ("cpu", "cuda").
-        steps: How many real steps were timed (one when the first was already slow).
+        measured_batch: The batch of the timed steps: the run's own, or ``PROBE_BATCH`` for a model too
+            slow to time at its batch, whose figure is then scaled up linearly (on the high side: batching
+            only makes an image cheaper).
     """
 
     seconds: float
     device: str
-    steps: int
+    measured_batch: int
 
 
 def time_steps(config: TrainConfig) -> StepTiming:
-    """Time real training steps of ``config``'s run (its model, batch, discriminator and settings) here.
+    """Time real training steps of ``config``'s run (its model, discriminator and settings) on this machine.
 
-    The steps train on a few random images at the model's resolution (a step's cost does not depend
-    on what the images show) and nothing is written. The first step carries R1 (logistic loss) and the
-    warm-up; a second, plain step follows unless the first took ``SECOND_STEP_BELOW_S`` or more, and the
-    two are weighted as a run mixes them.
+    The steps train on a few random images at the model's resolution (a step's cost does not depend on
+    what the images show) and write nothing. Steps of ``PROBE_BATCH`` images come first: one, which also
+    warms up, and a second past the warm-up unless the first already took ``TIME_AT_BATCH_BELOW_S``.
+    When they show that a step of the run's batch takes that long or more (a 256 px StyleGAN2 on a
+    CPU), their figure is scaled to the batch and returned. Otherwise two steps of the run's batch are
+    timed, the first with R1 (logistic loss) and the second without, and weighted as a run mixes them.
+
+    Raises:
+        ValueError: The run's model or batch does not fit (as ``Run`` says it).
     """
     resolution = config.resolution if config.base == "none" else zoo.model_config(config.base).resolution
     images = torch.rand(TIMING_IMAGES, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.random.fork_rng(devices=[]):  # a Run seeds the global generator: the caller's draws stay its own
+        probe = Run(replace(config, batch=min(config.batch, PROBE_BATCH)), images)
+        probe.d.check_batch(config.batch)  # the run's own batch must fit, even when only the probe runs
+        probed = _timed_step(probe)
+        if probed < TIME_AT_BATCH_BELOW_S:  # cheap enough to look again: the first step carried the warm-up
+            probed = min(probed, _timed_step(probe))
+        scaled = probed * config.batch / probe.config.batch
+        if scaled >= TIME_AT_BATCH_BELOW_S:
+            return StepTiming(scaled, probe.device.type, probe.config.batch)
         run = Run(config, images)
-        first = _timed_step(run)
-        if first >= SECOND_STEP_BELOW_S:
-            return StepTiming(first, run.device.type, 1)
-        second = _timed_step(run)
+        first, second = _timed_step(run), _timed_step(run)
     if config.loss == "logistic":
         seconds = (first + (config.r1_every - 1) * second) / config.r1_every
-    else:  # every step does the same work: the second one, past the warm-up, tells it
-        seconds = second
-    return StepTiming(seconds, run.device.type, 2)
+    else:  # every step does the same work
+        seconds = (first + second) / 2
+    return StepTiming(seconds, run.device.type, config.batch)
 
 
 def _timed_step(run: Run) -> float:

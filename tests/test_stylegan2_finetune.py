@@ -8,6 +8,10 @@ code: a 16 px pair with random weights, w_avg and noise included.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +20,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from studio import train, zoo
+from studio import data, train, zoo
 from studio.engine import Engine
 from studio.latent import seed_latents
 from studio.media import to_uint8
 from studio.models.folder import DISCRIMINATOR_FILE, from_pretrained, load_config
 from studio.sampling import Request
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.test_stylegan2_import import write_snapshot
 from tests.test_train import synthetic_set, weights
 
@@ -134,14 +138,21 @@ def test_batches_and_resolutions_that_do_not_fit_are_refused_in_a_sentence(impor
     assert not (zoo.models_dir() / "x").exists()
 
 
-def test_timing_real_steps_leaves_the_callers_random_state_and_the_home_alone(imported: str, home: Path) -> None:
+def test_timing_real_steps_leaves_the_callers_random_state_and_the_home_alone(imported: str, home: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
     timing = train.time_steps(sg_config("timed"))
     assert torch.equal(torch.rand(3), expected)
-    assert timing.seconds > 0 and timing.steps == 2 and timing.device == "cpu"
+    assert timing.seconds > 0 and timing.measured_batch == 4 and timing.device == "cpu"
     assert not (home / "runs").exists() and "timed" not in zoo.model_names()
+    # A model too slow to time at its batch is timed on one small step, and its batch still has to fit.
+    monkeypatch.setattr(train, "TIME_AT_BATCH_BELOW_S", 0.0)
+    scaled = train.time_steps(sg_config("timed", batch=8))
+    assert scaled.measured_batch == train.PROBE_BATCH and scaled.seconds > 0
+    with pytest.raises(ValueError, match="multiple of 4, not 6"):
+        train.time_steps(sg_config("timed", batch=6))
 
 
 @pytest.mark.slow
@@ -166,3 +177,33 @@ def test_the_command_line_imports_fine_tunes_and_draws_a_stylegan2(home: Path, t
     odd = run_cli("finetune", "--data", "prints", "--from", "sg", "--out", "odd", "--steps", "2", "--batch", "6",
                   home=home)
     assert odd.returncode == 2 and "multiple of 4, not 6" in odd.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_trains_an_imported_stylegan2_data_parallel(imported: str, home: Path, tmp_path: Path) -> None:
+    files = []
+    for i, image in enumerate(to_uint8(artworks()[:8])):
+        files.append(tmp_path / f"art{i}.png")
+        Image.fromarray(image).save(files[-1])
+    data.ingest(files, "prints", resolution=RESOLUTION)
+    env = {**os.environ, "STUDIO_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "studio",
+         "finetune", "--data", "prints", "--from", imported, "--out", "ddp", "--steps", "5", "--batch", "8",
+         "--freeze-d", "1"],  # R1 at steps 0 and 4: the double backward runs through the replicas too
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lineage = load_config(home / "models" / "ddp").lineage
+    assert lineage["processes"] == 2 and lineage["discriminator"] == f"pretrained, from {imported}"
+    assert not torch.equal(weights(home / "models" / "ddp")["mapping.w_avg"],
+                           weights(zoo.model_folder(imported))["mapping.w_avg"])
+
+
+@pytest.mark.slow
+def test_the_fine_tune_bench_times_an_imported_stylegan2(imported: str, home: Path) -> None:
+    result = run_cli("bench", "finetune", "--model", imported, "--steps", "1", home=home)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "(stylegan2) at 16px" in lines[0]
+    assert f"discriminator pretrained, from {imported}:" in lines[1] and "fresh, 32 channels wide:" in lines[2]
+    assert all(float(re.search(r"([\d.]+) s/step", line)[1]) > 0 for line in lines[1:3])

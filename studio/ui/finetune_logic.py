@@ -217,8 +217,9 @@ def estimate(clock: StepClock, base: str, preset: str, custom: dict[str, Any], s
         return f"**This run cannot start:** {e}"
     total = timing.seconds * config.steps
     on_cpu = timing.device == "cpu"
+    how = "" if timing.measured_batch == config.batch else f", scaled from a step of {timing.measured_batch}"
     text = (f"**{timing.seconds:.2f} s per step** measured on this machine's {'CPU' if on_cpu else 'GPU'} "
-            f"({base}, batch {config.batch}) · {config.steps:,} steps ≈ {_duration(total)}.")
+            f"({base}, batch {config.batch}{how}) · {config.steps:,} steps ≈ {_duration(total)}.")
     if total > slow_s:
         text += (f"\n\n⚠️ **Slow here:** this run would take about {_duration(total)}. Try fewer steps, a smaller "
                  f"batch or more frozen generator blocks{', or fine-tune on a machine with a GPU' if on_cpu else ''}.")
