@@ -283,6 +283,16 @@ def cmd_import(args: argparse.Namespace) -> None:
           f"try: python -m studio generate --model {args.name} --seeds 0-7 --out grid.png")
 
 
+def cmd_blend(args: argparse.Namespace) -> None:
+    """Write a new model whose weights blend two models of one architecture, everywhere or on some blocks."""
+    from studio import remix
+
+    layers = remix.parse_layer_range(args.layers) if args.layers else None
+    folder = remix.blend(args.a, args.b, args.alpha, args.out, layers)
+    print(f"wrote model {args.out} ({args.a} and {args.b} at alpha {args.alpha:g}) to {folder}; "
+          f"try: python -m studio generate --model {args.out} --seeds 0-7 --out grid.png")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Launch the browser studio."""
     from studio.ui import launch
@@ -440,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", default="", help="who trained the weights")
     p.add_argument("--source", default="", help="where the weights come from (default: the file name)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("blend", help="a new model blended from two models of one architecture and size",
+                       description="Blend the generator weights of models A and B (same architecture, size and "
+                                   "classes) into a new model: each tensor is A + alpha * (B - A), and alpha 0 or 1 "
+                                   "gives A or B exactly. --layers A-B blends only generator blocks A to B, coarse "
+                                   "to fine, and takes all else from A (layer swapping): block i draws at 4*2^i px, "
+                                   "so for a DCGAN block 0 is the 4x4 transposed convolution that reads z and the "
+                                   "last block the one before to_rgb, and for a StyleGAN2 they are the synthesis "
+                                   "blocks b4 (0), b8 (1), b16 (2), ... with their noise and toRGB. Outside the "
+                                   "range, DCGAN's to_rgb and StyleGAN2's mapping network and w_avg are A's too; "
+                                   "without --layers they blend like the rest. Batch-norm statistics and other "
+                                   "buffers blend with their block (integer counters come from the nearer parent).")
+    p.add_argument("a", metavar="A", help="parent A: the base, the model at alpha 0")
+    p.add_argument("b", metavar="B", help="parent B: the model at alpha 1")
+    p.add_argument("--alpha", type=float, required=True, help="from 0 (A) to 1 (B)")
+    p.add_argument("--layers", metavar="A-B", help="blend generator blocks A to B only, such as 0-2 (default: all)")
+    p.add_argument("--out", required=True, help="name of the new model")
+    p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
     p.set_defaults(func=cmd_models)
