@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from studio import latent, zoo
+from studio import bending, latent, zoo
 from studio import recipe as recipe_mod
 from studio.bench_parser import add_parser as add_bench_parser
 from studio.storage import MAX_NAME_LENGTH
@@ -62,9 +62,10 @@ def generate_recipes(args: argparse.Namespace, weights_sha256: str) -> list[reci
     mix_seed, mix_layers = parse_mix(args.mix) if args.mix else (None, None)
     edit_layers = parse_layers(args.edit_layers, "--edit-layers") if args.edit_layers else None
     try:
+        bends = tuple(bending.parse(spec) for spec in args.bend or ())
         return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits,
-                                  edit_layers, mix_seed, mix_layers, args.noise_seed) for s in seeds]
-    except recipe_mod.RecipeError as e:
+                                  edit_layers, mix_seed, mix_layers, args.noise_seed, bends) for s in seeds]
+    except ValueError as e:  # RecipeError too
         raise UsageError(str(e)) from None
 
 
@@ -318,6 +319,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     styles.add_argument("--edit-layers", metavar="A-B", help="the style layers the --edit sliders move (default: all)")
     styles.add_argument("--noise-seed", type=int, metavar="N",
                         help="seed of the fine-detail noise (default: the model's constant noise)")
+    p.add_argument("--bend", action="append", metavar="LAYER:OP[=VALUE][@CHANNELS]",
+                   help="network bending, repeatable, applied in order: such as 2:rotate=90, 1:ablate@0-31 or "
+                        f"3:multiply=1.5@random=25%%; operations: {', '.join(bending.OPS)}; layer 0 is the coarsest")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from studio import latent, media
+from studio.bending import Bend
 from studio.engine import Engine
 from studio.recipe import Recipe, check_weights, request_for
 from studio.sampling import Request, request_inputs
@@ -141,6 +142,31 @@ def frame_inputs(z: torch.Tensor, c: torch.Tensor | None,
     return torch.stack(frames_z), torch.stack(frames_c) if c is not None else None
 
 
+# Bend values that pass smoothly from one keyframe's to the next; the others switch half-way.
+GRADUAL_BENDS = ("translate", "rotate", "scale", "threshold", "multiply")
+
+
+def frame_bends(recipes: Sequence[Recipe], options: PathOptions) -> tuple[tuple[Bend, ...], ...]:
+    """Every frame's network bends: a keyframe's own at t = 0; between two keyframes whose bends are the
+    same operations on the same layers and channels, their values interpolated (so a bend unfolds, from
+    rotate=0 to rotate=90 say); otherwise the nearer keyframe's."""
+    frames = []
+    for start, t in options.times(len(recipes)):
+        a, b = recipes[start].bends, recipes[(start + 1) % len(recipes)].bends
+        frames.append(a if t == 0 else _bends_between(a, b, t))
+    return tuple(frames)
+
+
+def _bends_between(a: tuple[Bend, ...], b: tuple[Bend, ...], t: float) -> tuple[Bend, ...]:
+    def where(bend: Bend) -> tuple:
+        return bend.layer, bend.op, bend.channels, bend.share, bend.seed
+
+    if [where(x) for x in a] != [where(y) for y in b]:
+        return a if t < 0.5 else b
+    return tuple(replace(x, value=x.value + (y.value - x.value) * t) if x.op in GRADUAL_BENDS
+                 else (x if t < 0.5 else y) for x, y in zip(a, b))
+
+
 def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1) -> Iterator[np.ndarray]:
     """Every ``step``-th ``[H, W, 3]`` uint8 frame of the path through ``recipes`` (from the first), in order.
 
@@ -154,17 +180,19 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
     """
     z, c = frame_inputs(*keyframe_inputs(engine, recipes), options)
     noise = recipes[0].noise_seed  # fine detail that changed from frame to frame would flicker
+    bends = frame_bends(recipes, options)[::step] if any(r.bends for r in recipes) else None
     return _drawn(engine, Request(recipes[0].model, z=z[::step], c=None if c is None else c[::step],
-                                  noise_seed=noise, background=True))
+                                  noise_seed=noise, frame_bends=bends, background=True))
 
 
 def _drawn(engine: Engine, frames: Request) -> Iterator[np.ndarray]:
     """``frames``' images, a few engine requests at a time."""
-    start, z, c = 0, frames.z, frames.c
+    start, z, c, bends = 0, frames.z, frames.c, frames.frame_bends
     while start < len(z):
         drawing = engine.quiet_for() < DRAWING_QUIET_S
         part = slice(start, start + (FRAMES_WHILE_DRAWING if drawing else FRAMES_PER_REQUEST))
-        yield from engine.generate(replace(frames, z=z[part], c=None if c is None else c[part]))
+        yield from engine.generate(replace(frames, z=z[part], c=None if c is None else c[part],
+                                           frame_bends=None if bends is None else bends[part]))
         start = part.stop
 
 

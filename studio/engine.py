@@ -24,6 +24,7 @@ import torch
 from studio import zoo
 from studio.media import to_uint8
 from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
+from studio.bending import bent
 from studio.sampling import Inputs, Request, request_inputs
 from studio.spaces_gpu import gpu
 from studio.zoo import LoadedModel
@@ -74,7 +75,7 @@ def run_generator(model: LoadedModel, inputs: Inputs) -> np.ndarray:
     """
     device = next(model.generator.parameters()).device
     c = None if inputs.c is None else inputs.c.to(device)
-    with _precision(device):
+    with _precision(device), bent(model.generator.bendable_layers(), inputs.bends):
         return to_uint8(model.generator.draw(inputs.latents.to(device), c, inputs.noise_seeds))
 
 

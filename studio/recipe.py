@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from studio import latent
+from studio.bending import MAX_BENDS, Bend
 from studio.directions import METHODS
 from studio.sampling import Request
 from studio.media import DRAWN_PNG, to_pil
@@ -60,6 +61,7 @@ class Recipe:
         mix_seed: Style mixing: the seed whose styles replace layers ``mix_layers``; None = no mixing.
         mix_layers: The style layers ``(first, last)`` taken from ``mix_seed``.
         noise_seed: The seed of the per-layer noise; None = the model's constant noise.
+        bends: Network bends, applied in order (``bending.Bend``); left out of the JSON when there are none.
     """
 
     model: str
@@ -73,6 +75,7 @@ class Recipe:
     mix_seed: int | None = None
     mix_layers: tuple[int, int] | None = None
     noise_seed: int | None = None
+    bends: tuple[Bend, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse, in words, any state no image can be drawn from: every number finite and in range.
@@ -100,6 +103,10 @@ class Recipe:
                     _check_int_seed(seed)
             for layers in (self.edit_layers, self.mix_layers):
                 _check_layer_pair(layers)
+            if not isinstance(self.bends, tuple) or not all(isinstance(b, Bend) for b in self.bends):
+                raise ValueError("bends must be a tuple of bends")
+            if len(self.bends) > MAX_BENDS:
+                raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(self.bends)}")
             if (self.mix_seed is None) != (self.mix_layers is None):
                 raise ValueError("style mixing needs both a seed and its layers (mix_seed, mix_layers)")
         except ValueError as e:
@@ -107,8 +114,10 @@ class Recipe:
 
     def to_json(self) -> str:
         """The recipe as a JSON document (strict JSON: never NaN or infinity); style fields left None are left out."""
-        d = {k: v for k, v in asdict(self).items() if v is not None or k not in STYLE_FIELDS}
+        d = {k: v for k, v in asdict(self).items() if (v is not None or k not in STYLE_FIELDS) and k != "bends"}
         d["edits"] = {str(k): v for k, v in sorted(self.edits.items())}
+        if self.bends:
+            d["bends"] = [b.to_dict() for b in self.bends]
         return json.dumps({"format": FORMAT, **d}, indent=2, allow_nan=False)
 
     @classmethod
@@ -138,6 +147,7 @@ class Recipe:
                 mix_seed=_typed(d, "mix_seed", int) if d.get("mix_seed") is not None else None,
                 mix_layers=_layer_pair(d, "mix_layers"),
                 noise_seed=_typed(d, "noise_seed", int) if d.get("noise_seed") is not None else None,
+                bends=tuple(Bend.from_dict(b) for b in _typed(d, "bends", list)) if "bends" in d else (),
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
@@ -315,7 +325,8 @@ def request_for(recipe: Recipe) -> Request:
     """The request that draws ``recipe``'s image."""
     mix = None if recipe.mix_seed is None else (recipe.mix_seed, *recipe.mix_layers)
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
-                   tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed)
+                   tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed,
+                   bends=recipe.bends)
 
 
 def check_weights(recipe: Recipe, model: LoadedModel) -> None:

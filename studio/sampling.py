@@ -9,11 +9,13 @@ there, in W, and the styles are what the engine draws from. A DCGAN's drawing la
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from studio import directions, latent
+from studio.bending import MAX_BENDS, Bend
+from studio.bending import check as check_bends
 from studio.zoo import LoadedModel
 
 
@@ -37,6 +39,8 @@ class Request:
         z: Explicit drawing latents (animation frames): z ``[N, z_dim]``, or styles ``[N, L, w_dim]``
             for a style family; when set, they replace seeds, truncation, edits and mixing.
         c: Explicit class vectors ``[N, K]`` to go with a DCGAN's ``z`` (conditional models).
+        bends: Network bends applied to every image (see ``bending``).
+        frame_bends: With ``z``: each image's own bends (animation frames); None = ``bends`` for all.
         background: Part of a long job (an animation's frames): the engine runs it in a pass of its
             own once no interactive request for its model waits, or with them after
             ``engine.BACKGROUND_MAX_WAIT_S``.
@@ -53,6 +57,8 @@ class Request:
     noise_seed: int | None = None
     z: torch.Tensor | None = None
     c: torch.Tensor | None = None
+    bends: tuple[Bend, ...] = ()
+    frame_bends: tuple[tuple[Bend, ...], ...] | None = None
     background: bool = False
 
     def __post_init__(self) -> None:
@@ -73,6 +79,10 @@ class Request:
         for tensor, what in ((self.z, "latents"), (self.c, "class vectors")):
             if tensor is not None:
                 latent.check_finite(tensor, what)
+        if len(self.bends) > MAX_BENDS:
+            raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(self.bends)}")
+        if self.frame_bends is not None and (self.z is None or len(self.frame_bends) != len(self.z)):
+            raise ValueError("frame bends go with explicit latents, one stack per image")
 
     @property
     def count(self) -> int:
@@ -88,11 +98,13 @@ class Inputs:
         latents: z ``[N, z_dim]`` (DCGAN) or styles ``[N, L, w_dim]`` (a style family).
         c: Class vectors ``[N, K]`` for a conditional DCGAN; None otherwise (styles carry their class).
         noise_seeds: Per-image noise seeds (-1: the constant noise), or None: all constant.
+        bends: Per-image stacks of network bends, or None: none bent.
     """
 
     latents: torch.Tensor
     c: torch.Tensor | None = None
     noise_seeds: tuple[int, ...] | None = field(default=None)
+    bends: tuple[tuple[Bend, ...], ...] | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -100,16 +112,19 @@ class Inputs:
     def __getitem__(self, rows: slice) -> Inputs:
         """The inputs of images ``rows``."""
         return Inputs(self.latents[rows], None if self.c is None else self.c[rows],
-                      None if self.noise_seeds is None else self.noise_seeds[rows])
+                      None if self.noise_seeds is None else self.noise_seeds[rows],
+                      None if self.bends is None else self.bends[rows])
 
     @staticmethod
     def cat(parts: Sequence[Inputs]) -> Inputs:
         """One batch of several requests' inputs (of one model), in order."""
-        seeds = None
+        seeds = bends = None
         if any(p.noise_seeds is not None for p in parts):
             seeds = tuple(s for p in parts for s in (p.noise_seeds or (-1,) * len(p)))
+        if any(p.bends is not None for p in parts):
+            bends = tuple(b for p in parts for b in (p.bends or ((),) * len(p)))
         return Inputs(torch.cat([p.latents for p in parts]),
-                      None if parts[0].c is None else torch.cat([p.c for p in parts]), seeds)
+                      None if parts[0].c is None else torch.cat([p.c for p in parts]), seeds, bends)
 
 
 def styled(model: LoadedModel) -> bool:
@@ -124,6 +139,16 @@ def request_inputs(model: LoadedModel, request: Request) -> Inputs:
         ValueError: A class the model lacks, a slider that does not exist, style controls (mixing, noise,
             layer ranges) on a model without style layers, or layers outside the model's.
     """
+    inputs = _unbent_inputs(model, request)
+    channels = model.generator.bendable_channels()
+    for bends in request.frame_bends or (request.bends,):
+        check_bends(bends, channels)  # here, not mid-pass, where it would fail the whole batch
+    if request.frame_bends is not None:
+        return replace(inputs, bends=request.frame_bends)
+    return replace(inputs, bends=(request.bends,) * len(inputs)) if request.bends else inputs
+
+
+def _unbent_inputs(model: LoadedModel, request: Request) -> Inputs:
     if request.z is not None:
         return _explicit_inputs(model, request)
     if styled(model):

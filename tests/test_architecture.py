@@ -20,7 +20,7 @@ STUDIO = Path(__file__).resolve().parents[1] / "studio"
 FLOORS = {
     "storage": 0, "limits": 0, "spaces_gpu": 0,
     "models": 1,
-    "latent": 2, "augment": 2, "media": 2, "metrics": 2,
+    "latent": 2, "augment": 2, "media": 2, "metrics": 2, "bending": 2,
     "zoo": 3,
     "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4,
     "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5,

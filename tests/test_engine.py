@@ -53,6 +53,12 @@ class Probe(nn.Module):
     def draw(self, latents: torch.Tensor, c: torch.Tensor | None = None, noise_seeds: None = None) -> torch.Tensor:
         return self(latents, c)
 
+    def bendable_layers(self) -> list[nn.Module]:
+        return self.inner.bendable_layers()
+
+    def bendable_channels(self) -> list[int]:
+        return self.inner.bendable_channels()
+
 
 class TinyZoo:
     """A loader of tiny seeded conditional DCGANs (32x32), with its calls and forward passes logged.

@@ -138,6 +138,14 @@ class Generator(nn.Module):
         """The hidden blocks from the 4x4 one on (``to_rgb`` is never frozen)."""
         return list(self.blocks)
 
+    def bendable_layers(self) -> list[nn.Module]:
+        """The hidden blocks, coarse to fine: each outputs feature maps ``[N, C, H, W]`` (network bending)."""
+        return list(self.blocks)
+
+    def bendable_channels(self) -> list[int]:
+        """How many feature maps each bendable layer outputs."""
+        return [block[0].out_channels for block in self.blocks]
+
 
 class Discriminator(nn.Module):
     """Scores images as real (high) or generated (low), without a sigmoid (losses apply their own).

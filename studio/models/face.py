@@ -61,6 +61,14 @@ class GeneratorFace(Protocol):
         """The network's blocks from coarse to fine; fine-tuning freezes the first k."""
         ...
 
+    def bendable_layers(self) -> list[nn.Module]:
+        """Layers whose output feature maps ``[N, C, H, W]`` network bending transforms, coarse to fine."""
+        ...
+
+    def bendable_channels(self) -> list[int]:
+        """How many feature maps each of ``bendable_layers`` outputs (C)."""
+        ...
+
 
 @runtime_checkable
 class StyleFace(GeneratorFace, Protocol):

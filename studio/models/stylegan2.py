@@ -460,6 +460,15 @@ class StyleGAN2Generator(nn.Module):
         """The synthesis blocks from 4x4 to the output side (the mapping network is never frozen)."""
         return list(self.synthesis.blocks())
 
+    def bendable_layers(self) -> list[nn.Module]:
+        """Each synthesis block's last convolution, 4x4 to the output side: its feature maps feed the block's
+        ToRGB and the next block, so a bend there shows at once (network bending)."""
+        return [block.conv1 for block in self.synthesis.blocks()]
+
+    def bendable_channels(self) -> list[int]:
+        """How many feature maps each bendable layer outputs."""
+        return [block.conv1.weight.shape[0] for block in self.synthesis.blocks()]
+
 
 class Conv(nn.Module):
     """The discriminator's convolution with equalized lr, optionally halving the side (filter first)."""

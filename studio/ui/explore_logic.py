@@ -158,7 +158,8 @@ def strip_views(engine: Engine, files: ImageFiles, recipe: Recipe, k: int) -> li
     model = engine.model(recipe.model)
     request = request_for(recipe)
     inputs = strip_inputs(model, request, k, STRIP_VALUES)
-    images = engine.generate(Request(recipe.model, z=inputs.latents, c=inputs.c, noise_seed=request.noise_seed))
+    images = engine.generate(Request(recipe.model, z=inputs.latents, c=inputs.c, noise_seed=request.noise_seed,
+                                     bends=request.bends))
     n = len(STRIP_VALUES)
     return [files.picture(grid(images[i * n : (i + 1) * n], cols=n, pad=1)) for i in range(len(images) // n)]
 
