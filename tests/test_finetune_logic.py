@@ -4,12 +4,16 @@ seconds per step measured before a run starts."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from studio import data, jobs, train, zoo
+from studio import data, jobs, latent, train, zoo
+from studio.media import grid, to_uint8
+from studio.models.folder import build_generator
 from studio.storage import MAX_NAME_LENGTH, check_name
 from studio.ui import finetune_logic as logic
 from studio.ui.owners import dataset_name, new_owner
@@ -152,3 +156,65 @@ def test_a_data_set_of_another_resolution_is_refused_before_the_job(manager: job
     with pytest.raises(ValueError, match="Your data set 'big' is 64 px but tiny draws 32 px: prepare it again"):
         logic.start(manager, "big", "tiny", "out", False, "Custom", QUICK, ALICE, shared=True)
     assert manager.list() == []
+
+
+def run_job(manager: jobs.JobManager, job_id: str, **settings: object) -> list[np.ndarray]:
+    """Train job ``job_id``'s run here (a real tiny fine-tune into the job's own run folder); the preview grids
+    its progress reports carried."""
+    job = manager.get(job_id)
+    config = replace(train.TrainConfig.from_dict(job["config"]), **settings)
+    shown: list[np.ndarray] = []
+    train.finetune(config, data.load_dataset(job["data"]),
+                   progress_fn=lambda step, total, losses, previews: shown.append(previews) if previews is not None
+                   else None)
+    return shown
+
+
+def direct_grid(path: Path, class_names: tuple[str, ...]) -> np.ndarray:
+    """The preview seeds' grid computed here from checkpoint ``path``'s EMA generator state."""
+    tensors, _ = train.load_training_state(path)
+    g = build_generator(zoo.model_config("tiny"))
+    g.load_state_dict({k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+    z = latent.seed_latents(train.PREVIEW_SEEDS, g.config.z_dim)
+    c = torch.full((len(z), len(class_names)), 1 / len(class_names))  # the run's class vector: the uniform blend
+    with torch.no_grad():
+        return grid(to_uint8(g.eval()(z, c)), cols=4)
+
+
+@pytest.mark.slow
+def test_the_scrubber_shows_each_checkpoints_own_images_and_saves_the_chosen_one(manager: jobs.JobManager,
+                                                                                 tmp_path: Path) -> None:
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    job_id = logic.start(manager, "set", "tiny", "scrubbed", False, "Custom", {**QUICK, "lr": 0.01}, ALICE,
+                         shared=True)
+    shown = run_job(manager, job_id, steps=6, checkpoint_every=2, keep_checkpoints=5, preview_every=6)
+    scrubber = logic.Scrubber()
+    views = [scrubber.view(manager, job_id, i, ALICE) for i in range(3)]
+    assert [v.name for v in views] == [f"step-000000{s}.safetensors" for s in (2, 4, 6)]
+    assert views[0].caption == "Checkpoint 1 of 3 · step 2"
+    folder = logic.checkpoints_dir(manager.get(job_id))
+    for view in views:
+        np.testing.assert_array_equal(view.grid, direct_grid(folder / view.name, zoo.model_config("tiny").class_names))
+    assert not np.array_equal(views[0].grid, views[2].grid)  # the style arriving
+    np.testing.assert_array_equal(views[2].grid, grid(shown[-1], cols=4))  # what the run itself showed last
+    assert scrubber.view(manager, job_id, 99, ALICE).name == views[2].name  # past the end: the newest
+    assert scrubber.view(manager, job_id, 1, ALICE).grid is views[1].grid  # drawn once
+    with pytest.raises(ValueError, match=logic.NO_JOB):
+        scrubber.view(manager, job_id, 0, BOB)
+
+    assert logic.save_checkpoint(manager, job_id, views[0].name, "early", ALICE) == "early"
+    saved = zoo.load("early")
+    assert saved.config.lineage["checkpoint"] == views[0].name and saved.config.lineage["steps"] == 2
+    z = latent.seed_latents(train.PREVIEW_SEEDS, saved.config.z_dim)
+    with torch.no_grad():
+        drawn = to_uint8(saved.generator(z, torch.full((len(z), 3), 1 / 3)))
+    np.testing.assert_array_equal(grid(drawn, cols=4), views[0].grid)
+
+
+def test_the_scrubber_says_when_a_job_has_no_checkpoint_yet(manager: jobs.JobManager, tmp_path: Path) -> None:
+    logic.prepare_data_set(noise_artworks(tmp_path, 4), "set", 32, False, ALICE)
+    job_id = logic.start(manager, "set", "tiny", "out", False, "Custom", QUICK, ALICE, shared=True)
+    with pytest.raises(ValueError, match="This job has no checkpoint yet"):
+        logic.Scrubber().view(manager, job_id, 0, ALICE)
+    with pytest.raises(ValueError, match="Pick a job first"):
+        logic.Scrubber().view(manager, None, 0, ALICE)

@@ -79,6 +79,7 @@ def _layout() -> SimpleNamespace:
             _progress_layout(ui)
     ui.job_id = gr.State(None)
     ui.previews_sent = gr.State(None)  # (path, mtime) of the live grid last sent to this browser
+    ui.checkpoint = gr.State(None)  # the file of the checkpoint the scrubber shows: what "Save as model" keeps
     return ui
 
 
@@ -94,10 +95,14 @@ def _progress_layout(ui: SimpleNamespace) -> None:
         ui.loss_plot = gr.LinePlot(x="step", y="value", color="loss", title="Losses", height=220, elem_id="ft-losses")
         ui.swd_plot = gr.LinePlot(x="step", y="swd", title="SWD to your set (lower is closer)", height=220,
                                   elem_id="ft-swd")
-    with gr.Accordion("Keep the model · check for memorised images", open=True):
+    with gr.Accordion("Checkpoints: watch the style arrive, keep a model · check for memorised images", open=True):
+        # The slider runs over the job's kept checkpoints, oldest to newest; its range follows the job each tick.
+        ui.scrub = gr.Slider(0, 1, value=0, step=1, label="Checkpoint, oldest to newest", elem_id="ft-scrub")
+        ui.scrub_caption = gr.Markdown(elem_id="ft-scrub-caption")
+        ui.scrub_image = gr.Image(label="The preview seeds at this checkpoint (EMA weights)", type="numpy",
+                                  format="png", interactive=False, elem_id="ft-scrub-image", elem_classes=["strip"])
         with gr.Row():
-            ui.checkpoint = gr.Dropdown([], label="Checkpoint", elem_id="ft-checkpoint", scale=2)
-            ui.save_name = gr.Textbox(label="Save as model named", elem_id="ft-save-name", scale=2)
+            ui.save_name = gr.Textbox(label="Save this checkpoint as a model named", elem_id="ft-save-name", scale=2)
             ui.save = gr.Button("Save as model", elem_id="ft-save", scale=1)
         ui.memorize = gr.Button("Memorization check: samples beside their nearest training images",
                                 elem_id="ft-memorize")
@@ -177,12 +182,45 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
         # The grid changes every few steps, the timer ticks every second: an unchanged grid is not sent again.
         shown = stamp(job["previews"])
         return [logic.progress_html(job), gr.skip() if shown == sent else pixels(job["previews"]), *logic.curves(job),
-                gr.update(choices=logic.checkpoint_names(job)),
+                gr.update(maximum=max(1, len(logic.checkpoint_names(job)) - 1)),  # a range of one would not slide
                 gr.update(choices=logic.job_choices(manager, who), value=current), shown]
 
     gr.Timer(REFRESH_S).tick(refresh, [ui.job_id, owner, ui.previews_sent],
-                             [ui.bar, ui.now, ui.loss_plot, ui.swd_plot, ui.checkpoint, ui.job_picker,
+                             [ui.bar, ui.now, ui.loss_plot, ui.swd_plot, ui.scrub, ui.job_picker,
                               ui.previews_sent], show_progress="hidden", **PRIVATE)
+
+    _wire_checkpoints(ui, engine, manager, owner, shared)
+
+    # A reopened tab (or a restarted server) shows this owner's latest job again.
+    def latest(owner_id: str | None) -> tuple[str | None, Any, Any]:
+        try:
+            who = owner_of(owner_id, shared)
+        except ValueError:  # the page's first visit: the owner id is being made now, and has no jobs yet
+            return None, gr.update(choices=[]), None
+        listed = manager.list(who)
+        if not listed:
+            return None, gr.update(choices=[]), None
+        newest, preview = pick(listed[-1]["id"], owner_id)
+        return newest, gr.update(choices=logic.job_choices(manager, who), value=newest), preview
+
+    demo.load(latest, owner, [ui.job_id, ui.job_picker, ui.before], **PRIVATE)
+
+
+def _wire_checkpoints(ui: SimpleNamespace, engine: Engine, manager: JobManager, owner: gr.BrowserState,
+                      shared: bool) -> None:
+    """The checkpoint scrubber, "Save as model" for the checkpoint it shows, and the memorization check."""
+    scrubber = logic.Scrubber()  # one per studio: a checkpoint's grid is drawn once for every visitor
+
+    def scrub(current: str | None, index: float, owner_id: str | None) -> tuple[Any, str, str | None]:
+        # Said in the caption, not as an error pop-up: a job picked before its first checkpoint is no mistake.
+        try:
+            shown = scrubber.view(manager, current, index, owner_of(owner_id, shared))
+        except ValueError as e:
+            return None, str(e) if current else "", None
+        return shown.grid, shown.caption, shown.name
+
+    gr.on([ui.scrub.change, ui.job_id.change], scrub, [ui.job_id, ui.scrub, owner],
+          [ui.scrub_image, ui.scrub_caption, ui.checkpoint], trigger_mode="always_last", **PRIVATE)
 
     @shown_to_user
     def save(current: str | None, chosen: str | None, name: str, owner_id: str | None) -> None:
@@ -198,17 +236,3 @@ def build_finetune_tab(demo: gr.Blocks, engine: Engine, manager: JobManager, own
         return found.pairs
 
     ui.memorize.click(memorize, [ui.job_id, owner], ui.pairs, **PRIVATE)
-
-    # A reopened tab (or a restarted server) shows this owner's latest job again.
-    def latest(owner_id: str | None) -> tuple[str | None, Any, Any]:
-        try:
-            who = owner_of(owner_id, shared)
-        except ValueError:  # the page's first visit: the owner id is being made now, and has no jobs yet
-            return None, gr.update(choices=[]), None
-        listed = manager.list(who)
-        if not listed:
-            return None, gr.update(choices=[]), None
-        newest, preview = pick(listed[-1]["id"], owner_id)
-        return newest, gr.update(choices=logic.job_choices(manager, who), value=newest), preview
-
-    demo.load(latest, owner, [ui.job_id, ui.job_picker, ui.before], **PRIVATE)

@@ -1,5 +1,6 @@
-"""What the Fine-tune tab does, without Gradio: data sets, jobs of one owner, progress, checkpoints, and
-how long a run will take here (measured on real steps of the picked model before it starts).
+"""What the Fine-tune tab does, without Gradio: data sets, jobs of one owner, progress, checkpoints (and the
+scrubber that shows the style arrive over them), and how long a run will take here (measured on real steps of
+the picked model before it starts).
 
 Every function acts for one owner (None: everyone, in a studio of one's own; see ``studio.ui.owners``)
 and raises ``ValueError`` with a message for the artist; the tab turns those into ``gr.Error``.
@@ -17,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from studio import data, jobs, metrics, train, zoo
+from studio import data, jobs, latent, metrics, train, zoo
 from studio.engine import folder_identity
 from studio.media import grid, to_uint8
+from studio.models.folder import build_generator
 from studio.sampling import Request
 from studio.storage import MAX_NAME_LENGTH
 from studio.ui.files import pixels
@@ -40,6 +43,7 @@ SLOW_RUN_S = 3600.0  # a run estimated longer than this on this machine is annou
 ESTIMATE_HINT = "How long a run takes here is measured when you pick a base model or prepare a data set."
 CHECKPOINT_NAME = re.compile(r"step-\d{7}\.safetensors")
 NO_JOB = "No such job among yours: pick one from the list."
+SCRUB_CACHE = 32  # checkpoint grids kept drawn, so sliding back and forth over a run redraws none of them
 
 
 def slug(text: str | None, limit: int = MAX_NAME_LENGTH) -> str:
@@ -263,6 +267,67 @@ def save_checkpoint(manager: JobManager, job_id: str | None, chosen: str | None,
         raise ValueError("Give the model a new name (letters, digits, - and _).")
     train.export_checkpoint(path, name)
     return name
+
+
+def checkpoint_previews(path: Path) -> np.ndarray:
+    """The EMA generator of checkpoint ``path`` drawing the run's preview seeds and class vector, as the run's
+    own previews do: ``[len(PREVIEW_SEEDS), H, W, 3]`` uint8.
+
+    Drawn here on the CPU rather than through the engine: the engine caches models by their folder, and a
+    checkpoint is no model folder (making one per scrub would write a model's weights each time), while its
+    EMA generator is only the model's size and 8 images of it cost what one of the run's preview grids does.
+    """
+    tensors, meta = train.load_training_state(path)
+    cfg = train.TrainConfig.from_dict(meta["config"])
+    config = train.scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
+    generator = build_generator(config)
+    generator.load_state_dict({k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")})
+    z = latent.seed_latents(train.PREVIEW_SEEDS, config.z_dim)
+    c = latent.class_vector(cfg.class_name, config.class_names).expand(len(z), -1) if config.num_classes else None
+    with torch.no_grad():
+        return to_uint8(generator.eval()(z, c))
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    """One checkpoint shown by the scrubber: its file (what "Save as model" keeps), a caption and its grid."""
+
+    name: str
+    caption: str
+    grid: np.ndarray
+
+
+class Scrubber:
+    """The preview grids of runs' checkpoints, drawn once per checkpoint file and kept for the last few.
+
+    One serves every visitor of the tab; each call checks the job's owner before anything is drawn or shown.
+    """
+
+    def __init__(self, keep: int = SCRUB_CACHE) -> None:
+        self._lock = threading.Lock()
+        self._grids: dict[tuple[str, int], np.ndarray] = {}
+        self._keep = keep
+
+    def view(self, manager: JobManager, job_id: str | None, index: float | None, owner: str | None) -> Scrubbed:
+        """Checkpoint ``index`` (0 = the oldest kept; past the end: the newest) of ``owner``'s job ``job_id``."""
+        job = owned_job(manager, job_id, owner)
+        names = checkpoint_names(job)[::-1]  # oldest first, as the slider runs
+        if not names:
+            raise ValueError("This job has no checkpoint yet: one is written every few steps while it trains.")
+        i = min(max(int(index or 0), 0), len(names) - 1)
+        path = checkpoints_dir(job) / names[i]
+        try:
+            key = (str(path), path.stat().st_mtime_ns)
+        except FileNotFoundError:  # pruned by the run since the list was read: the next tick shows the new list
+            raise ValueError("That checkpoint was just replaced by a newer one: move the slider again.") from None
+        with self._lock:  # one drawing at a time: two on a 2-core CPU would only slow each other
+            if key not in self._grids:
+                self._grids[key] = grid(checkpoint_previews(path), cols=4)
+                while len(self._grids) > self._keep:
+                    del self._grids[next(iter(self._grids))]
+            shown = self._grids[key]
+        step = int(names[i].removeprefix("step-").removesuffix(".safetensors"))
+        return Scrubbed(names[i], f"Checkpoint {i + 1} of {len(names)} · step {step:,}", shown)
 
 
 @dataclass(frozen=True)
