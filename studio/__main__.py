@@ -62,7 +62,7 @@ def generate_recipes(args: argparse.Namespace, weights_sha256: str) -> list[reci
     mix_seed, mix_layers = parse_mix(args.mix) if args.mix else (None, None)
     edit_layers = parse_layers(args.edit_layers, "--edit-layers") if args.edit_layers else None
     try:
-        bends = tuple(bending.parse(spec) for spec in args.bend or ())
+        bends = bending.parse_lines("\n".join(args.bend or ()))
         return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits,
                                   edit_layers, mix_seed, mix_layers, args.noise_seed, bends) for s in seeds]
     except ValueError as e:  # RecipeError too

@@ -138,6 +138,28 @@ def parse(spec: str) -> Bend:
     return Bend(int(layer), op, amount, channels, share, seed)
 
 
+def spec(bend: Bend) -> str:
+    """``bend`` written as ``parse`` reads it."""
+    text = f"{bend.layer}:{bend.op}={bend.value:g}"
+    if bend.channels is not None:
+        text += f"@{bend.channels[0]}-{bend.channels[1]}"
+    if bend.share is not None:
+        text += f"@random={bend.share:g}%" + (f":{bend.seed}" if bend.seed else "")
+    return text
+
+
+def parse_lines(text: str) -> tuple[Bend, ...]:
+    """One bend per non-empty line of ``text`` (as ``parse`` reads them), in order.
+
+    Raises:
+        ValueError: A line that is no bend, or more than ``MAX_BENDS``.
+    """
+    bends = tuple(parse(line) for line in (text or "").splitlines() if line.strip())
+    if len(bends) > MAX_BENDS:
+        raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(bends)}")
+    return bends
+
+
 def selected(bend: Bend, count: int) -> torch.Tensor:
     """The channel indices ``bend`` touches in a layer of ``count`` channels.
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from studio.engine import Engine, Request
-from studio.recipe import Recipe, read_recipe
+from studio.recipe import Recipe, RecipeError, read_recipe
 from studio.ui.explore import DEFAULT_SEED, DEFAULT_TRUNCATION
 from tests.conftest import (
     MAIN_IMG, current_src, launch_chromium, noise_artworks, set_seed, shown_bytes, shown_pixels, start_long_fine_tune,
@@ -36,9 +36,13 @@ def wait_for_shown(page: Page, wanted: Callable[[Recipe], bool], timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while True:
         data = shown_bytes(page)
-        if wanted(read_recipe(data)):
+        try:
+            shown = read_recipe(data)
+        except RecipeError:  # the src was replaced (and its file let go) between reading it and fetching it
+            shown = None
+        if shown is not None and wanted(shown):
             return data
-        assert time.monotonic() < deadline, f"the page still shows {read_recipe(data)}"
+        assert time.monotonic() < deadline, f"the page still shows {shown}"
         page.wait_for_timeout(200)
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from studio.animation import MAX_KEYFRAMES
+from studio.bending import Bend
 from studio.engine import Engine
 from studio.recipe import Recipe, RecipeError, read_recipe, request_for
 from studio.ui import explore_logic as logic
@@ -164,3 +165,15 @@ def test_all_strips_are_one_engine_pass(engine: Engine) -> None:
     before = engine.stats()["batches"]
     logic.strip_views(engine, ImageFiles(), recipe(), 4)
     assert engine.stats()["batches"] == before + 1
+
+
+def test_the_bend_panel_stacks_bends_into_the_recipe(engine: Engine) -> None:
+    text = logic.added_bend("", "rotate", 2, 90, "")
+    text = logic.added_bend(text, "multiply", 0, 1.5, "random=25%")
+    assert text == "2:rotate=90\n0:multiply=1.5@random=25%"
+    made = logic.recipe_from_controls(engine.config, "tiny", 5, False, "dog", (), 0.8, "sefa", (), bends=text)
+    assert made.bends == (Bend(2, "rotate", 90.0), Bend(0, "multiply", 1.5, share=25.0))
+    for args, words in ((("rotate", None, 90, ""), "a layer and a value"), (("erode", 1, 4, ""), "odd"),
+                        (("ablate", 1, 0, "9-2"), "FIRST-LAST")):
+        with pytest.raises(ValueError, match=words):
+            logic.added_bend(text, *args)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from studio import zoo
+from studio.bending import spec
 from studio.latent import MAX_EDIT
 from studio.recipe import Recipe
 from studio.ui.errors import shown_to_user
@@ -35,11 +36,12 @@ class Controls:
     method: gr.Radio
     sliders: list[gr.Slider]
     style: list[gr.components.Component]  # StyleGAN: mix seed, first, last; noise seed; sliders' first, last
+    bends: gr.Textbox  # network bends, one per line
 
     def inputs(self) -> list[gr.components.Component]:
         """The components, in the order ``recipe`` and ``values`` use."""
         return [self.model, self.seed, self.blend_on, self.class_name, *self.blend, self.truncation, self.method,
-                *self.sliders, *self.style]
+                *self.sliders, *self.style, self.bends]
 
     @shown_to_user
     def recipe(self, values: tuple[Any, ...], config_of: Callable[[str], ModelConfig] = zoo.model_config) -> Recipe:
@@ -53,9 +55,9 @@ class Controls:
         blend = values[4 : 4 + MAX_CLASSES]
         truncation, method = values[4 + MAX_CLASSES : 6 + MAX_CLASSES]
         sliders = values[6 + MAX_CLASSES : 6 + MAX_CLASSES + MAX_SLIDERS]
-        style = tuple(values[6 + MAX_CLASSES + MAX_SLIDERS :])
+        style = tuple(values[6 + MAX_CLASSES + MAX_SLIDERS : -1])
         return recipe_from_controls(config_of, model, seed, blend_on, class_name, blend, truncation, method, sliders,
-                                    style)
+                                    style, values[-1])
 
     def values(self, recipe: Recipe, config_of: Callable[[str], ModelConfig] = zoo.model_config) -> list[Any]:
         """Component updates (in ``inputs`` order) that show ``recipe``."""
@@ -66,7 +68,7 @@ class Controls:
         return [recipe.model, recipe.seed, bool(recipe.classes) and not single,
                 gr.update(choices=names, value=class_name), *class_updates(names, recipe.classes),
                 recipe.truncation, recipe.directions, *[recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)],
-                *style_updates(config.num_style_layers, recipe)]
+                *style_updates(config.num_style_layers, recipe), "\n".join(spec(b) for b in recipe.bends)]
 
 
 def style_updates(count: int, recipe: Recipe | None = None) -> list[Any]:

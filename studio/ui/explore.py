@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from studio import zoo
+from studio.bending import OPS
 from studio.recipe import Recipe
 from studio.ui import explore_logic as logic
 from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates, style_updates
@@ -77,6 +78,7 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
                                        columns=logic.VARIATIONS // 2, rows=2, height="auto", allow_preview=False,
                                        format="png", elem_id="variations")
     _slider_layout(ui)
+    _bend_layout(ui)
     ui.favourites = gr.Gallery(label="Favourites", columns=8, height="auto", format="png", visible=False,
                                elem_id="favourites")
     ui.kept = gr.State([])
@@ -123,6 +125,32 @@ def _wire_styles(ui: SimpleNamespace, engine: Engine, settle: Callable[[Any], No
     settle(gr.on(changes, lambda: None, None, None, queue=False, trigger_mode="always_last", **PRIVATE))
 
 
+def _bend_layout(ui: SimpleNamespace) -> None:
+    """The network-bending panel: build a bend, add it to the stack (a text of one bend per line), clear."""
+    with gr.Accordion("Bend the network: transform a layer's feature maps", open=False, elem_id="bend-panel"):
+        with gr.Row(equal_height=True):
+            ui.bend_op = gr.Dropdown(list(OPS), value="rotate", label="Operation", elem_id="bend-op")
+            ui.bend_layer = gr.Number(1, label="Layer", info="0 = the coarsest", precision=0, minimum=0,
+                                      elem_id="bend-layer")
+            ui.bend_value = gr.Number(OPS["rotate"][0], label="Value", elem_id="bend-value")
+            ui.bend_channels = gr.Textbox("", label="Channels", placeholder="all · 0-31 · random=25%",
+                                          elem_id="bend-channels")
+            ui.add_bend = gr.Button("➕ Add bend", elem_id="add-bend")
+            ui.clear_bends = gr.Button("Clear", elem_id="clear-bends")
+        ui.bends = gr.Textbox("", label="Bends, applied in order", lines=2, elem_id="bends",
+                              info="one per line: LAYER:OP=VALUE[@CHANNELS], e.g. 2:rotate=90 or 1:ablate@0-31")
+
+
+def _wire_bends(ui: SimpleNamespace, settle: Callable[[Any], None]) -> None:
+    """Connect the bending panel: adding, clearing or editing the stack redraws through ``settle``."""
+    ui.bend_op.input(lambda op: OPS[op][0], ui.bend_op, ui.bend_value, queue=False, **PRIVATE)
+    added = shown_to_user(logic.added_bend)
+    settle(ui.add_bend.click(added, [ui.bends, ui.bend_op, ui.bend_layer, ui.bend_value, ui.bend_channels],
+                             ui.bends, queue=False, **PRIVATE))
+    settle(ui.clear_bends.click(lambda: "", None, ui.bends, queue=False, **PRIVATE))
+    settle(ui.bends.blur(lambda: None, None, None, queue=False, **PRIVATE))
+
+
 def _slider_layout(ui: SimpleNamespace) -> None:
     """The semantic sliders' panel: method, count, and one row (name, slider, reset, strip) per slider."""
     with gr.Accordion("Semantic sliders: directions found in the model itself, no labels needed", open=True,
@@ -151,7 +179,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     files = ImageFiles()
     ui = _layout(zoo.DEFAULT_MODEL, engine.config(zoo.DEFAULT_MODEL))
     controls = Controls(ui.model, ui.seed, ui.blend_on, ui.class_name, ui.blend, ui.truncation, ui.method, ui.sliders,
-                        [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last])
+                        [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last], ui.bends)
     inputs = controls.inputs()
 
     def to_recipe(*values: Any) -> str:
@@ -211,6 +239,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
                                                             *ui.sliders, *ui.names, ui.style_panel, *controls.style],
                           **PRIVATE))
     _wire_styles(ui, engine, settle)
+    _wire_bends(ui, settle)
     ui.method.change(labels, [ui.model, ui.method], ui.names, **PRIVATE)
     ui.count.change(lambda k: [gr.update(visible=i < k) for i in range(MAX_SLIDERS)], ui.count, ui.rows,
                     queue=False, **PRIVATE)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from studio import directions
+from studio.bending import parse_lines, spec
 from studio.animation import MAX_KEYFRAMES
 from studio.latent import MAX_SEED, check_seed
 from studio.media import grid
@@ -67,12 +68,14 @@ def band_layers(band: str, count: int) -> tuple[int, int]:
 
 def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, seed: Any, blend_on: bool,
                          class_name: str | None, blend: tuple[float, ...], truncation: float, method: str,
-                         sliders: tuple[float, ...], style: tuple[Any, ...] = (None, 0, 0, None, 0, 0)) -> Recipe:
+                         sliders: tuple[float, ...], style: tuple[Any, ...] = (None, 0, 0, None, 0, 0),
+                         bends: str = "") -> Recipe:
     """The recipe the Explore controls describe (their values may come from any API caller).
 
     ``config_of(name)`` gives a model's config (the engine's cached one in the studio). ``style``: the
     StyleGAN controls (mix seed, its first and last layer, noise seed, the sliders' first and last layer);
-    blank seeds mean no mixing and the constant noise. A model without style layers ignores them.
+    blank seeds mean no mixing and the constant noise. A model without style layers ignores them. ``bends``:
+    network bends, one per line as ``bending.parse`` reads them.
 
     Raises:
         ValueError: No seed, an all-zero blend, a number that is not finite or out of range.
@@ -92,9 +95,23 @@ def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, se
     else:
         classes = {class_name: 1.0} if class_name else {}
     edits = {i: v for i, v in enumerate(sliders) if v}
-    made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits)
+    made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits, bends=parse_lines(bends))
     count = config_of(model).num_style_layers
     return replace(made, **_style_fields(style, count)) if count else made
+
+
+def added_bend(text: str, op: str, layer: Any, value: Any, channels: str) -> str:
+    """The bends ``text`` with one more line: ``op`` at ``value`` on ``layer``'s ``channels`` ("" = all).
+
+    Raises:
+        ValueError: A bend that cannot be, said in words.
+    """
+    if layer is None or value is None:
+        raise ValueError("Give the bend a layer and a value.")
+    where = f"@{channels.strip()}" if channels and channels.strip() else ""
+    line = f"{int(layer)}:{op}={float(value):g}{where}"
+    bends = parse_lines(f"{text or ''}\n{line}")
+    return "\n".join(spec(b) for b in bends)
 
 
 def _style_fields(style: tuple[Any, ...], count: int) -> dict[str, Any]:
