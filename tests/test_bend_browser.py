@@ -7,34 +7,28 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page
 
 from studio import recipe
 from studio.bending import Bend
 from studio.engine import Engine
-from tests.conftest import MAIN_IMG, launch_chromium, shown_pixels
-from tests.test_browser import wait_for_shown
+from tests.conftest import shown_pixels
+from tests.test_browser import page, wait_for_shown  # noqa: F401 (page: the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-def test_adding_a_bend_draws_it_and_clearing_it_draws_the_image_again(studio_url: str, eyes_engine: Engine) -> None:
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(studio_url)
-        page.wait_for_selector(MAIN_IMG, timeout=90_000)
-        before = shown_pixels(page)
-        page.click("#bend-panel button")  # open the accordion
-        page.locator("#bend-layer input").fill("2")
-        page.locator("#bend-value input").fill("90")
-        page.click("#add-bend")
-        bent = wait_for_shown(page, lambda r: r.bends == (Bend(2, "rotate", 90.0),))
-        assert page.locator("#bends textarea").input_value() == "2:rotate=90"
-        page.click("#clear-bends")
-        wait_for_shown(page, lambda r: r.bends == ())
-        after = shown_pixels(page)
-        browser.close()
+def test_adding_a_bend_draws_it_and_clearing_it_draws_the_image_again(page: Page, eyes_engine: Engine) -> None:
+    before = shown_pixels(page)
+    page.click("#bend-panel button")  # open the accordion
+    page.locator("#bend-layer input").fill("2")
+    page.locator("#bend-value input").fill("90")
+    page.click("#add-bend")
+    bent = wait_for_shown(page, lambda r: r.bends == (Bend(2, "rotate", 90.0),))
+    assert page.locator("#bends textarea").input_value() == "2:rotate=90"
+    page.click("#clear-bends")
+    wait_for_shown(page, lambda r: r.bends == ())
+    after = shown_pixels(page)
     made = recipe.read_recipe(bent)
     expected = eyes_engine.generate(recipe.request_for(made))[0]
     shown = np.asarray(recipe_image(bent))
