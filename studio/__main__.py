@@ -11,6 +11,7 @@ from pathlib import Path
 from studio import bending, latent, zoo
 from studio import recipe as recipe_mod
 from studio.bench_parser import add_parser as add_bench_parser
+from studio.projection import DEFAULT_STEPS
 from studio.storage import MAX_NAME_LENGTH
 
 
@@ -294,6 +295,35 @@ def cmd_blend(args: argparse.Namespace) -> None:
           f"try: python -m studio generate --model {args.out} --seeds 0-7 --out grid.png")
 
 
+def cmd_project(args: argparse.Namespace) -> None:
+    """Find the latent whose image is closest to a picture; write that image with its recipe (and a JSON report)."""
+    import json
+    import time
+
+    from studio import projection
+    from studio.engine import Engine
+    from studio.storage import atomic_write_bytes
+
+    config = zoo.model_config(args.model)
+    target = projection.load_target(Path(args.target), config.resolution)  # a bad picture fails before any work
+    latent.check_seed(args.seed)
+    start = time.perf_counter()
+    with Engine(timeout_s=24 * 3600) as engine:  # the studio's engine draws the result: the PNG replays exactly
+        model = engine.model(args.model)
+        found = projection.project(model, target, steps=args.steps, class_name=args.class_name, seed=args.seed,
+                                   w_plus=args.w_plus)
+        recipe = found.recipe(model, args.seed)
+        image = engine.generate(recipe_mod.request_for(recipe))[0]
+    seconds = time.perf_counter() - start
+    psnr = projection.psnr(image, target)
+    recipe_mod.save_with_recipe(Path(args.out), image, recipe)
+    if args.json:
+        report = {"model": args.model, "target": str(args.target), "steps": args.steps, "seconds": round(seconds, 2),
+                  "psnr_db": round(psnr, 3), "loss": round(found.loss, 5), "classes": found.classes}
+        atomic_write_bytes(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
+    print(f"wrote {args.out}: PSNR {psnr:.2f} dB against the target after {args.steps} steps in {seconds:.1f} s")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Launch the browser studio."""
     from studio.ui import launch
@@ -472,6 +502,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", metavar="A-B", help="blend generator blocks A to B only, such as 0-2 (default: all)")
     p.add_argument("--out", required=True, help="name of the new model")
     p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("project", help="find the latent whose image is closest to a picture (start from your image)",
+                       description="Search the model's latent space for the image closest to TARGET (any picture: "
+                                   "centre-cropped to a square and resized to the model's size). Writes that image "
+                                   "as a PNG whose recipe holds the found latent exactly, so it replays and can be "
+                                   "edited, mixed and animated like any seed's image.")
+    p.add_argument("target", metavar="TARGET", help="the picture to start from (PNG, JPEG, ...)")
+    p.add_argument("--model", default=zoo.DEFAULT_MODEL, help="model name (see: python -m studio models)")
+    p.add_argument("--class", dest="class_name", help="hold a conditional model to this class (default: search "
+                                                     "the class blend too)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help="optimisation steps after the short random starts (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random starts and names the recipe (default 0)")
+    p.add_argument("--w-plus", action="store_true", help="StyleGAN2: one w per style layer (closer, less editable)")
+    p.add_argument("--out", required=True, help="the PNG to write (recipe inside)")
+    p.add_argument("--json", help="also write PSNR against the target, steps and seconds as JSON")
+    p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")
     p.set_defaults(func=cmd_models)

@@ -6,8 +6,11 @@ way back to the state that made it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
+import math
 import re
 import struct
 import zlib
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, PngImagePlugin
 
 from studio import latent
@@ -36,11 +40,72 @@ MAX_NESTING = 8  # a recipe nests 2 deep: the document, then its classes and edi
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 MAX_STYLE_LAYERS = 64  # a 1024 px StyleGAN2 has 18 style inputs; 64 leaves room without being unbounded
+# A found latent's values: a 1024 px StyleGAN2's W+ (18 x 512) fits, and its base64 (48 KB) keeps the
+# recipe under MAX_RECIPE_BYTES.
+MAX_LATENT_VALUES = 18 * 512
 _SHA256 = re.compile(r"(?:[0-9a-f]{64})?")  # empty: not yet drawn, so no weights to check
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be read or used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A latent found by projection, kept exactly: little-endian float32 values, base64, and their shape.
+
+    Attributes:
+        shape: z ``[z_dim]``, w ``[w_dim]`` or W+ ``[L, w_dim]``.
+        float32: The values' bytes (little-endian float32), base64-encoded.
+    """
+
+    shape: tuple[int, ...]
+    float32: str
+
+    def __post_init__(self) -> None:
+        """Refuse a shape that is not 1 or 2 positive sizes, values that do not fill it, or any NaN or infinity.
+
+        Raises:
+            RecipeError: Why the latent cannot be used.
+        """
+        if (not isinstance(self.shape, tuple) or not 1 <= len(self.shape) <= 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.shape)):
+            raise RecipeError(f"a latent's shape is one or two positive sizes, not {_excerpt(self.shape)}")
+        count = math.prod(self.shape)
+        if count > MAX_LATENT_VALUES:
+            raise RecipeError(f"a latent holds at most {MAX_LATENT_VALUES} values, not {count}")
+        if not isinstance(self.float32, str) or len(self.float32) != 4 * ((4 * count + 2) // 3):
+            raise RecipeError(f"the latent's values do not fill its shape {list(self.shape)}")
+        try:
+            values = np.frombuffer(base64.b64decode(self.float32, validate=True), dtype="<f4")
+        except (binascii.Error, ValueError):
+            raise RecipeError("the latent's values are not base64 float32 bytes") from None
+        if len(values) != count:
+            raise RecipeError(f"the latent's values do not fill its shape {list(self.shape)}")
+        if not np.isfinite(values).all():
+            raise RecipeError("the latent holds NaN or infinity")
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> Latent:
+        """The exact float32 values of ``tensor``."""
+        values = tensor.detach().float().cpu().contiguous().numpy().astype("<f4")
+        return cls(tuple(int(v) for v in values.shape), base64.b64encode(values.tobytes()).decode("ascii"))
+
+    def tensor(self) -> torch.Tensor:
+        """The values as a float32 tensor of ``shape``, on the CPU."""
+        values = np.frombuffer(base64.b64decode(self.float32), dtype="<f4").astype(np.float32)
+        return torch.from_numpy(values.reshape(self.shape).copy())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The latent as JSON-ready values."""
+        return {"shape": list(self.shape), "float32": self.float32}
+
+    @classmethod
+    def from_dict(cls, d: object) -> Latent:
+        """The latent from ``to_dict``'s values, checked."""
+        if not isinstance(d, dict) or not isinstance(d.get("shape"), list) or set(d) != {"shape", "float32"}:
+            raise RecipeError("'latent' must be {\"shape\": [...], \"float32\": \"...\"}")
+        return cls(tuple(d["shape"]), d["float32"])
 
 
 @dataclass(frozen=True)
@@ -62,6 +127,7 @@ class Recipe:
         mix_layers: The style layers ``(first, last)`` taken from ``mix_seed``.
         noise_seed: The seed of the per-layer noise; None = the model's constant noise.
         bends: Network bends, applied in order (``bending.Bend``); left out of the JSON when there are none.
+        latent: A latent found by projection, drawn instead of the seed's (left out of the JSON when None).
     """
 
     model: str
@@ -76,6 +142,7 @@ class Recipe:
     mix_layers: tuple[int, int] | None = None
     noise_seed: int | None = None
     bends: tuple[Bend, ...] = ()
+    latent: Latent | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in words, any state no image can be drawn from: every number finite and in range.
@@ -107,6 +174,8 @@ class Recipe:
                 raise ValueError("bends must be a tuple of bends")
             if len(self.bends) > MAX_BENDS:
                 raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(self.bends)}")
+            if self.latent is not None and not isinstance(self.latent, Latent):
+                raise ValueError("latent must be a Latent")
             if (self.mix_seed is None) != (self.mix_layers is None):
                 raise ValueError("style mixing needs both a seed and its layers (mix_seed, mix_layers)")
         except ValueError as e:
@@ -114,10 +183,13 @@ class Recipe:
 
     def to_json(self) -> str:
         """The recipe as a JSON document (strict JSON: never NaN or infinity); style fields left None are left out."""
-        d = {k: v for k, v in asdict(self).items() if (v is not None or k not in STYLE_FIELDS) and k != "bends"}
+        d = {k: v for k, v in asdict(self).items()
+             if (v is not None or k not in STYLE_FIELDS) and k not in ("bends", "latent")}
         d["edits"] = {str(k): v for k, v in sorted(self.edits.items())}
         if self.bends:
             d["bends"] = [b.to_dict() for b in self.bends]
+        if self.latent is not None:
+            d["latent"] = self.latent.to_dict()
         return json.dumps({"format": FORMAT, **d}, indent=2, allow_nan=False)
 
     @classmethod
@@ -148,6 +220,7 @@ class Recipe:
                 mix_layers=_layer_pair(d, "mix_layers"),
                 noise_seed=_typed(d, "noise_seed", int) if d.get("noise_seed") is not None else None,
                 bends=tuple(Bend.from_dict(b) for b in _typed(d, "bends", list)) if "bends" in d else (),
+                latent=Latent.from_dict(d["latent"]) if d.get("latent") is not None else None,
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
@@ -326,7 +399,7 @@ def request_for(recipe: Recipe) -> Request:
     mix = None if recipe.mix_seed is None else (recipe.mix_seed, *recipe.mix_layers)
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
                    tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed,
-                   bends=recipe.bends)
+                   bends=recipe.bends, start=None if recipe.latent is None else recipe.latent.tensor())
 
 
 def check_weights(recipe: Recipe, model: LoadedModel) -> None:

@@ -36,6 +36,9 @@ class Request:
             latent (with the same classes and truncation); None = no mixing (style families only).
         noise_seed: The seed of the per-layer noise; None = the model's constant noise, so a seed
             always means one image (style families only).
+        start: A found latent (projection) drawn instead of each seed's: z ``[z_dim]`` for a DCGAN, w
+            ``[w_dim]`` or W+ ``[L, w_dim]`` for a style family, which then replaces the mapped styles
+            before truncation, mixing and edits.
         z: Explicit drawing latents (animation frames): z ``[N, z_dim]``, or styles ``[N, L, w_dim]``
             for a style family; when set, they replace seeds, truncation, edits and mixing.
         c: Explicit class vectors ``[N, K]`` to go with a DCGAN's ``z`` (conditional models).
@@ -55,6 +58,7 @@ class Request:
     edit_layers: tuple[int, int] | None = None
     mix: tuple[int, int, int] | None = None
     noise_seed: int | None = None
+    start: torch.Tensor | None = None
     z: torch.Tensor | None = None
     c: torch.Tensor | None = None
     bends: tuple[Bend, ...] = ()
@@ -76,7 +80,7 @@ class Request:
             latent.check_seed(self.mix[0])
         if self.noise_seed is not None:
             latent.check_seed(self.noise_seed)
-        for tensor, what in ((self.z, "latents"), (self.c, "class vectors")):
+        for tensor, what in ((self.z, "latents"), (self.c, "class vectors"), (self.start, "found latent")):
             if tensor is not None:
                 latent.check_finite(tensor, what)
         if len(self.bends) > MAX_BENDS:
@@ -156,7 +160,7 @@ def _unbent_inputs(model: LoadedModel, request: Request) -> Inputs:
     if request.mix is not None or request.noise_seed is not None or request.edit_layers is not None:
         raise ValueError(f"model {model.name!r} has no style layers: style mixing, noise seeds and slider "
                          "layer ranges need a StyleGAN model")
-    z = latent.truncate(latent.seed_latents(request.seeds, model.config.z_dim), request.truncation)
+    z = latent.truncate(_seed_or_start(model, request), request.truncation)
     if request.edits:
         z = z + edit_offset(model, request.edits, request.directions)
     return Inputs(z, _classes(model, request, len(z)))
@@ -175,7 +179,9 @@ def _style_inputs(model: LoadedModel, request: Request) -> Inputs:
     """Styles for a style family: map, truncate in W, mix, then add the slider edits on their layers."""
     count = model.generator.num_style_layers
     layers = check_layers(request.edit_layers, count, "slider")
-    ws = mapped_styles(model, request.seeds, _classes(model, request, len(request.seeds)), request.truncation)
+    c = _classes(model, request, len(request.seeds))
+    ws = mapped_styles(model, request.seeds, c, request.truncation) if request.start is None else \
+        _start_styles(model, request, c)
     if request.mix is not None:
         seed, first, last = request.mix
         check_layers((first, last), count, "mixing")
@@ -185,6 +191,30 @@ def _style_inputs(model: LoadedModel, request: Request) -> Inputs:
         ws[:, layers[0] : layers[1] + 1] += edit_offset(model, request.edits, request.directions, request.edit_layers)
     noise = None if request.noise_seed is None else (request.noise_seed,) * len(ws)
     return Inputs(ws, None, noise)
+
+
+def _seed_or_start(model: LoadedModel, request: Request) -> torch.Tensor:
+    """A DCGAN's z ``[N, z_dim]``: each seed's, or the request's found latent for every seed."""
+    z_dim = model.config.z_dim
+    if request.start is None:
+        return latent.seed_latents(request.seeds, z_dim)
+    if tuple(request.start.shape) != (z_dim,):
+        raise ValueError(f"the found latent must be [{z_dim}] for model {model.name!r}, not {list(request.start.shape)}")
+    return request.start.float().cpu()[None].repeat(len(request.seeds), 1)
+
+
+def _start_styles(model: LoadedModel, request: Request, c: torch.Tensor | None) -> torch.Tensor:
+    """Styles ``[N, L, w_dim]`` from the request's found w or W+, truncated toward the mean style like mapped ones."""
+    count, w_dim = model.generator.num_style_layers, model.config.arch.w_dim
+    start = request.start.float().cpu()
+    if tuple(start.shape) not in ((w_dim,), (count, w_dim)):
+        raise ValueError(f"the found latent must be [{w_dim}] or [{count}, {w_dim}] for model {model.name!r}, "
+                         f"not {list(start.shape)}")
+    ws = start.expand(count, w_dim)[None].repeat(len(request.seeds), 1, 1)
+    if request.truncation != 1:
+        mean = mapped_styles(model, request.seeds[:1], None if c is None else c[:1], 0.0)[0]  # psi 0: w_avg
+        ws = mean.lerp(ws, request.truncation)
+    return ws
 
 
 def mapped_styles(model: LoadedModel, seeds: Sequence[int], c: torch.Tensor | None, psi: float) -> torch.Tensor:

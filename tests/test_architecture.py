@@ -22,7 +22,7 @@ FLOORS = {
     "models": 1,
     "latent": 2, "augment": 2, "media": 2, "metrics": 2, "bending": 2,
     "zoo": 3,
-    "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4,
+    "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4, "projection": 4,
     "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5,
     "ui.owners": 6, "ui.scratch": 6, "ui.files": 6, "ui.errors": 6, "ui.controls": 6, "ui.explore_logic": 6,
     "ui.interpolate_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6,

@@ -163,7 +163,11 @@ def picked_seed(seed: float | None, index: int) -> int:
 
 
 def variations(engine: Engine, files: ImageFiles, recipe: Recipe) -> list[tuple[str, str]]:
-    """The neighbouring seeds' images (PNGs with their own recipes), captioned, drawn with the recipe's other settings."""
+    """The neighbouring seeds' images (PNGs with their own recipes), captioned, drawn with the recipe's other settings.
+
+    A projected image's found latent is left out: its neighbours are the seeds' own images.
+    """
+    recipe = replace(recipe, latent=None)
     seeds = variation_seeds(recipe.seed)
     images = engine.generate(replace(request_for(recipe), seeds=seeds))
     return [(files.save(image, replace(recipe, seed=s)), f"seed {s}") for s, image in zip(seeds, images)]
