@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import socket
 import statistics
@@ -54,6 +55,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from studio import directions, media, zoo
 from studio.engine import Engine, default_device, generate_unbatched, prepare, run_generator
 from studio.models.folder import ModelConfig, build_generator
+from studio.projection import project, psnr
+from studio.recipe import request_for
 from studio.sampling import Request, request_inputs
 from studio.storage import temporary_home
 from studio.zoo import LoadedModel
@@ -539,3 +542,38 @@ def cmd_bench_dedup(args: argparse.Namespace) -> None:
     if distinct:
         print(f"  distinct works: min {min(distinct):.1f}  p5 {np.percentile(distinct, 5):.1f}  "
               f"({len(distinct)} pairs)")
+
+
+def best_seed_psnr(model: LoadedModel, target: np.ndarray, seeds: int) -> float:
+    """The PSNR the best of ``seeds`` random seeds (under the uniform blend and each class) reaches against ``target``."""
+    blends = [None, *model.config.class_names]
+    best = -math.inf
+    for start in range(0, seeds, 64):
+        chunk = range(100_000 + start, 100_000 + min(start + 64, seeds))  # seeds no target was drawn from
+        for classes in blends:
+            best = max(best, *(psnr(x, target) for x in generate_unbatched(model, chunk, classes)))
+    return best
+
+
+def cmd_bench_project(args: argparse.Namespace) -> None:
+    """Print seconds and PSNR of projection with default settings on the model's own samples and on drawings."""
+    model = zoo.load(args.model, "cpu")
+    size = model.config.resolution
+    targets = [(f"own sample, seed {s}", generate_unbatched(model, [s])[0]) for s in range(args.targets)]
+    targets += [(f"drawing {i}", group[0]) for i, group in enumerate(palette_variants(args.targets, 1, size))]
+    print(f"{args.model} ({size} px) on the CPU, {torch.get_num_threads()} threads: {args.steps} steps, "
+          f"best of {args.seeds} seeds under every class for comparison")
+    rows = []
+    for label, target in targets:
+        t0 = time.perf_counter()
+        found = project(model, target, steps=args.steps)
+        seconds = time.perf_counter() - t0
+        request = request_for(found.recipe(model))
+        image = run_generator(model, request_inputs(model, request))[0]
+        row = {"target": label, "seconds": round(seconds, 1), "psnr_db": round(psnr(image, target), 2),
+               "best_seed_psnr_db": round(best_seed_psnr(model, target, args.seeds), 2)}
+        rows.append(row)
+        print(f"  {label:>22}: {row['seconds']:6.1f} s  PSNR {row['psnr_db']:5.2f} dB  "
+              f"(best random seed {row['best_seed_psnr_db']:5.2f} dB)")
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "steps": args.steps, "results": rows}, indent=2) + "\n")

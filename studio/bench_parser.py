@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from studio import zoo
+from studio.projection import DEFAULT_STEPS
 
 
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], None]:
@@ -143,6 +144,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     p.set_defaults(func=_lazy("bench", "cmd_bench_startup"))
+    p = kinds.add_parser("project", help="projection: seconds and PSNR on own samples and on drawings",
+                         description="Project the model's own samples (targets it drew itself) and procedural "
+                         "drawings (out of its domain) with the default settings; print seconds and PSNR "
+                         "against each target, beside the PSNR the best of many random seeds reaches.")
+    _model_argument(p)
+    p.add_argument("--targets", type=_positive(int), default=3, help="targets of each kind (default 3)")
+    p.add_argument("--steps", type=_positive(int), default=DEFAULT_STEPS,
+                   help="steps per projection (default: the command line's, %(default)s)")
+    p.add_argument("--seeds", type=_positive(int), default=128, help="random seeds to compare with (default 128)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.set_defaults(func=_lazy("bench", "cmd_bench_project"))
     _add_api_parser(kinds)
 
 

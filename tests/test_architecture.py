@@ -25,7 +25,7 @@ FLOORS = {
     "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4, "projection": 4,
     "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5,
     "ui.owners": 6, "ui.scratch": 6, "ui.files": 6, "ui.errors": 6, "ui.controls": 6, "ui.explore_logic": 6,
-    "ui.interpolate_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6,
+    "ui.interpolate_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6, "ui.project_logic": 6,
     "ui.explore": 7, "ui.interpolate": 7, "ui.finetune": 7, "ui.share": 7, "ui.engine_panel": 7,
     "ui": 8, "__main__": 8, "bench_parser": 8,
 }

@@ -177,3 +177,59 @@ def test_the_bend_panel_stacks_bends_into_the_recipe(engine: Engine) -> None:
                         (("ablate", 1, 0, "9-2"), "FIRST-LAST")):
         with pytest.raises(ValueError, match=words):
             logic.added_bend(text, *args)
+
+
+# -- start from an image (projection) -----------------------------------------------------------------------
+
+
+def found_recipe() -> Recipe:
+    """A tiny-model recipe carrying a projected latent."""
+    import torch
+
+    from studio.recipe import Latent
+    return recipe(latent=Latent.of(torch.linspace(-1, 1, 16)))
+
+
+def test_a_projected_latent_follows_its_model_and_seed_through_the_controls(engine: Engine) -> None:
+    found = found_recipe()
+    hidden = logic.found_of(found)
+    assert logic.with_found(recipe(), hidden) == found  # the controls rebuild the projected state
+    assert logic.with_found(recipe(seed=6), hidden).latent is None  # another seed leaves it behind
+    assert logic.with_found(recipe(model="other"), hidden).latent is None
+    assert logic.found_of(recipe()) == "" and logic.with_found(recipe(), "") == recipe()
+    with pytest.raises(RecipeError, match="not JSON"):
+        logic.with_found(recipe(), "{")
+
+
+def test_variations_of_a_projected_image_are_the_neighbouring_seeds_own_images(engine: Engine) -> None:
+    files = ImageFiles()  # the files live as long as it does
+    shown = logic.variations(engine, files, found_recipe())
+    for path, caption in shown:
+        assert read_recipe(Path(path)).latent is None
+        assert np.array_equal(pixels(path), engine.generate(request_for(recipe(seed=int(caption[5:]))))[0])
+
+
+def test_a_dropped_picture_streams_previews_then_gives_the_found_recipe(engine: Engine, tmp_path: Path) -> None:
+    from studio.ui import project_logic
+
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(tmp_path / "red.png")
+    reports = list(project_logic.projected(engine, str(tmp_path / "red.png"), "tiny", 5, 20, "dog", "session-a"))
+    assert all(found is None for _, _, found in reports[:-1]) and len(reports) >= 3
+    image, status, found = reports[-1]
+    assert status.startswith("Done") and image.shape == (32, 32, 3)
+    assert found.seed == 5 and found.classes == {"dog": 1.0} and found.latent.shape == (16,)
+    with pytest.raises(ValueError, match="Drop a picture first"):
+        next(project_logic.projected(engine, None, "tiny", 5, 20, None, "session-a"))
+
+
+def test_stop_ends_a_running_projection_and_keeps_its_best(engine: Engine, tmp_path: Path) -> None:
+    from studio.ui import project_logic
+
+    Image.new("RGB", (40, 30), (20, 40, 200)).save(tmp_path / "blue.png")
+    search = project_logic.projected(engine, str(tmp_path / "blue.png"), "tiny", 1, 1000, None, "session-b")
+    next(search)  # running: the first preview
+    with pytest.raises(ValueError, match="already running here"):
+        next(project_logic.projected(engine, str(tmp_path / "blue.png"), "tiny", 1, 10, None, "session-b"))
+    project_logic.stop("session-b")
+    *_, (_, status, found) = search
+    assert status.startswith("Stopped") and found.latent is not None

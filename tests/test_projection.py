@@ -21,13 +21,15 @@ from studio.sampling import Request, request_inputs
 from tests.conftest import run_cli
 from tests.test_style_controls import save_style_model
 
-# Measured on the tiny StyleGAN2 (16 px, random weights): 60 steps from 4 starts in w recover its own seed-4
-# image to 46-59 dB (by the starts' seed), while the best of 200 random seeds reaches 33-35 dB (the tiny
-# DCGAN's random weights draw near-flat images, so any seed is close there); 8 dB of margin is the assertion.
-MARGIN_DB = 8.0
+# Measured on the tiny StyleGAN2 (16 px, random weights, global seed 0): 60 steps from 4 starts in w recover
+# its own seed-4 image to 51.7 dB, while the best of 200 random seeds reaches 26.5 dB, a 25 dB margin. (The
+# tiny DCGAN's random weights draw near-flat images, so any seed is close there.) Other random tiny models
+# gave 29-58 dB, and one 16 dB: 4 short starts can all miss, hence a fixed model and a 15 dB assertion.
+MARGIN_DB = 15.0
 
 
 def test_projecting_a_drawn_image_recovers_it_far_above_the_best_random_seed(home: Path) -> None:
+    torch.manual_seed(0)  # the tiny model's constant noise comes from the global generator: one model every run
     save_style_model(home)
     with Engine("cpu") as engine:
         target = engine.generate(Request("sg", (4,), "ink"))[0]

@@ -10,7 +10,7 @@ seeds, each slider's preview strip, and the back/forward history. What each call
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +18,10 @@ import gradio as gr
 
 from studio import zoo
 from studio.bending import OPS
+from studio.projection import DEFAULT_STEPS
 from studio.recipe import Recipe
 from studio.ui import explore_logic as logic
+from studio.ui import project_logic
 from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates, style_updates
 from studio.ui.errors import shown_to_user
 from studio.ui.files import ImageFiles
@@ -71,6 +73,7 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
                 ui.recipe_text = gr.Code(label="Current recipe (edit or paste, then Restore)", language="json",
                                          interactive=True, elem_id="recipe-text")
                 ui.restore = gr.Button("Restore this recipe", size="sm", elem_id="restore")
+            _project_layout(ui)
         with gr.Column(scale=2, min_width=360):
             ui.image = gr.Image(label="Current image", format="png", type="filepath", height=512, interactive=False,
                                 buttons=["download", "fullscreen"], elem_id="main-image")
@@ -84,7 +87,51 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
     ui.kept = gr.State([])
     ui.history = gr.State(logic.EMPTY_HISTORY)
     ui.current = gr.Textbox(visible=False, elem_id="current-recipe")  # the recipe being drawn
+    # A projected latent with the model and seed it was found for (see explore_logic.with_found).
+    ui.found = gr.Textbox(visible=False, elem_id="found-latent")
     return ui
+
+
+def _project_layout(ui: SimpleNamespace) -> None:
+    """"Start from an image": drop a picture, project it (live preview), stop early."""
+    with gr.Accordion("Start from an image: find the model's closest image to your picture", open=False,
+                      elem_id="project-panel"):
+        with gr.Row(equal_height=True):
+            ui.project_target = gr.Image(label="Your picture", type="filepath", height=160, sources=["upload"],
+                                         elem_id="project-target")
+            ui.project_preview = gr.Image(label="Closest so far", type="numpy", format="png", height=160,
+                                          interactive=False, buttons=[], elem_id="project-preview")
+        ui.project_steps = gr.Slider(10, 1000, value=DEFAULT_STEPS, step=10, label="Steps",
+                                     info="more: closer, slower (the default takes under a minute on a CPU)",
+                                     elem_id="project-steps")
+        with gr.Row():
+            ui.project = gr.Button("Project", variant="primary", size="sm", elem_id="project")
+            ui.project_stop = gr.Button("Stop, keep the best", size="sm", elem_id="project-stop")
+        ui.project_status = gr.Markdown("", elem_id="project-status")
+
+
+def _wire_projection(ui: SimpleNamespace, engine: Engine, restored: Callable[[Recipe], list[Any]],
+                     shown: list[Any], settle: Callable[[Any], None]) -> None:
+    """Connect "Start from an image": the search streams previews; its result is restored (``restored`` into
+    ``shown``) as the current state, then drawn through ``settle``."""
+    def run(path: str | None, model: str, seed: float | None, steps: float, class_name: str | None,
+            request: gr.Request) -> Iterator[list[Any]]:
+        keep = [gr.update()] * len(shown)
+        try:
+            for image, status, found in project_logic.projected(engine, path, model, seed, steps, class_name,
+                                                                request.session_hash):
+                yield [image, status, *(keep if found is None else restored(found))]
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    search = ui.project.click(run, [ui.project_target, ui.model, ui.seed, ui.project_steps, ui.class_name],
+                              [ui.project_preview, ui.project_status, *shown], **PRIVATE)
+    settle(search)
+
+    def stop(request: gr.Request) -> None:
+        project_logic.stop(request.session_hash)
+
+    ui.project_stop.click(stop, None, None, queue=False, **PRIVATE)
 
 
 def _style_layout(ui: SimpleNamespace, count: int) -> None:
@@ -180,10 +227,10 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     ui = _layout(zoo.DEFAULT_MODEL, engine.config(zoo.DEFAULT_MODEL))
     controls = Controls(ui.model, ui.seed, ui.blend_on, ui.class_name, ui.blend, ui.truncation, ui.method, ui.sliders,
                         [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last], ui.bends)
-    inputs = controls.inputs()
+    inputs = [*controls.inputs(), ui.found]
 
     def to_recipe(*values: Any) -> str:
-        return controls.recipe(values, engine.config).to_json()
+        return shown_to_user(logic.with_found)(controls.recipe(values[:-1], engine.config), values[-1]).to_json()
 
     @shown_to_user
     def context(recipe_json: str, k: float) -> list[Any]:
@@ -195,7 +242,8 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     @shown_to_user
     def restored(recipe: Recipe) -> list[Any]:
         logic.check_restorable(engine, recipe, zoo.model_names())
-        return [logic.card_markdown(recipe.model, engine.config(recipe.model)), *controls.values(recipe, engine.config)]
+        return [logic.card_markdown(recipe.model, engine.config(recipe.model)), *controls.values(recipe, engine.config),
+                logic.found_of(recipe)]
 
     refreshed = ([ui.current, ui.count], [ui.variations, *ui.strips])
     # History is written at once (no model work), so a quick second change never races the first one's entry.
@@ -240,6 +288,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
                           **PRIVATE))
     _wire_styles(ui, engine, settle)
     _wire_bends(ui, settle)
+    _wire_projection(ui, engine, restored, [ui.info, *inputs], settle)
     ui.method.change(labels, [ui.model, ui.method], ui.names, **PRIVATE)
     ui.count.change(lambda k: [gr.update(visible=i < k) for i in range(MAX_SLIDERS)], ui.count, ui.rows,
                     queue=False, **PRIVATE)
@@ -259,7 +308,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
 
     ui.variations.select(pick, ui.seed, ui.seed, **PRIVATE)
 
-    shown = [ui.info, *inputs]
+    shown = [ui.info, *inputs]  # the found latent last, as ``restored`` gives it
     from_file = shown_to_user(lambda path: restored(logic.recipe_from_source(path)))
     from_text = shown_to_user(lambda text: restored(logic.recipe_from_source((text or "").encode())))
     settle(ui.recipe_file.upload(from_file, ui.recipe_file, shown, **PRIVATE))

@@ -6,6 +6,7 @@ zoo's own errors) with a message for the artist; the tab turns those into ``gr.E
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from studio.bending import parse_lines, spec
 from studio.animation import MAX_KEYFRAMES
 from studio.latent import MAX_SEED, check_seed
 from studio.media import grid
-from studio.recipe import Recipe, check_weights, read_recipe, request_for
+from studio.recipe import Latent, Recipe, RecipeError, check_weights, read_recipe, request_for
 from studio.sampling import Request, strip_inputs
 
 if TYPE_CHECKING:
@@ -98,6 +99,31 @@ def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, se
     made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits, bends=parse_lines(bends))
     count = config_of(model).num_style_layers
     return replace(made, **_style_fields(style, count)) if count else made
+
+
+def found_of(recipe: Recipe) -> str:
+    """The hidden "found latent" value that goes with ``recipe``: its model, seed and projected latent, or ""."""
+    if recipe.latent is None:
+        return ""
+    return json.dumps({"model": recipe.model, "seed": recipe.seed, "latent": recipe.latent.to_dict()})
+
+
+def with_found(recipe: Recipe, found: str | None) -> Recipe:
+    """``recipe`` with the projected latent of ``found`` (from ``found_of``) when it was found for the same model
+    and seed: picking another seed or model leaves the projection behind, coming back to it brings it back.
+
+    Raises:
+        RecipeError: ``found`` is not what ``found_of`` writes.
+    """
+    if not found:
+        return recipe
+    try:
+        d = json.loads(found)
+    except ValueError:
+        raise RecipeError("the found latent is not JSON") from None
+    if not isinstance(d, dict) or d.get("model") != recipe.model or d.get("seed") != recipe.seed:
+        return recipe
+    return replace(recipe, latent=Latent.from_dict(d.get("latent")))
 
 
 def added_bend(text: str, op: str, layer: Any, value: Any, channels: str) -> str:
