@@ -150,9 +150,17 @@ class _Features:
             block.register_forward_hook(lambda _m, _i, out: self.caught.append(out))
 
     def __call__(self, images: torch.Tensor, c: torch.Tensor | None) -> list[torch.Tensor]:
-        self.caught = []
-        self.d(images, c)
-        return self.caught
+        """Each block's features of ``images`` (and class vectors ``c``), batched along the first dimension.
+
+        One image per pass: a StyleGAN2 discriminator's minibatch-stddev layer mixes the images of a batch
+        (and needs whole groups), and one start's features must not depend on the other starts.
+        """
+        per_image = []
+        for i in range(len(images)):
+            self.caught = []
+            self.d(images[i : i + 1], None if c is None else c[i : i + 1])
+            per_image.append(self.caught)
+        return [torch.cat(parts) for parts in zip(*per_image)]
 
 
 def _discriminator(model: LoadedModel, device: torch.device) -> _Features | None:

@@ -203,3 +203,46 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tiny_home: Path, t
                    str(tmp_path / "o.json"), home=tiny_home)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_a_projected_keyframe_is_where_its_animation_starts(tiny: str) -> None:
+    from studio import animation
+
+    with Engine("cpu") as engine:
+        model = engine.model(tiny)
+        target = engine.generate(Request(tiny, (2,), "cat"))[0]
+        found = projection.project(model, target, steps=5, starts=2, class_name="cat").recipe(model, seed=2)
+        other = Recipe(tiny, model.weights_sha256, 9, {"fox": 1.0})
+        z, c = animation.keyframe_inputs(engine, [found, other])
+        assert torch.equal(z[0], found.latent.tensor())  # the found z, not seed 2's
+        assert torch.equal(z[1], request_inputs(model, recipe.request_for(other)).latents[0])
+
+
+def test_a_model_folder_with_its_discriminator_adds_its_features_to_the_loss(home: Path) -> None:
+    from studio.models.folder import build_discriminator, build_generator, save_pretrained
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    generator = build_generator(config)
+    save_pretrained(home / "models" / "plain", config, generator)
+    save_pretrained(home / "models" / "with-d", config, generator, build_discriminator(config).state_dict())
+    target = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    losses = {name: projection.project(zoo.load(name), target, steps=3, starts=2, class_name="dog").loss
+              for name in ("plain", "with-d")}
+    assert losses["with-d"] > losses["plain"]  # the same search, plus the discriminator's feature distance
+
+
+def test_a_stylegan2_discriminator_scores_each_start_alone(home: Path) -> None:
+    from studio.models.folder import ModelConfig, build_discriminator, save_pretrained
+    from studio.models.stylegan2 import StyleGAN2Generator
+    from tests.test_stylegan2 import randomized
+    from tests.test_stylegan2 import tiny as tiny_stylegan2
+
+    config = ModelConfig("stylegan2", tiny_stylegan2(num_classes=2), class_names=("ink", "rust"))
+    save_pretrained(home / "models" / "sgd", config, randomized(StyleGAN2Generator(config.arch), seed=3),
+                    build_discriminator(config).state_dict())
+    target = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    # 3 starts: no whole group for the minibatch-stddev layer, which would mix the starts' images anyway.
+    found = projection.project(zoo.load("sgd"), target, steps=2, starts=3)
+    assert math.isfinite(found.loss) and found.latent.dim() == 1
