@@ -231,15 +231,15 @@ def project(model: LoadedModel, target: np.ndarray, *, steps: int = DEFAULT_STEP
             if done and should_stop():  # after one step at least, so there is a best to keep
                 stopped = True
                 break
-            with torch.enable_grad():
+            with torch.enable_grad():  # a UI callback may run under no_grad
                 images = search.images()
                 loss = losses(images)
+                opt.zero_grad()
+                loss.sum().backward()  # the starts are independent: each row's gradient is its own loss's
+            loss, images = loss.detach(), images.detach()
             row = int(loss.argmin())
-            if float(loss[row].detach()) < best_loss:
-                best_loss, best_state, best_image = float(loss[row].detach()), search.snapshot(row), images[row].detach()
-            grads = torch.autograd.grad(loss.sum(), search.params())  # never into the shared weights' .grad
-            for p, grad in zip(search.params(), grads):
-                p.grad = grad
+            if float(loss[row]) < best_loss:
+                best_loss, best_state, best_image = float(loss[row]), search.snapshot(row), images[row]
             if phase == 1:  # cosine decay on the kept start: fine detail arrives in the last steps
                 opt.param_groups[0]["lr"] = LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / n_steps)))
             opt.step()

@@ -1,10 +1,11 @@
-"""The Explore tab: models, seeds, classes and blends, truncation, semantic sliders, recipes, history.
+"""The Explore tab: models, seeds, classes and blends, truncation, semantic sliders, recipes, history,
+network bending, and starting from your own image (projection).
 
 Data flow: any control change rebuilds the current recipe (a hidden JSON box, no model work); the
 recipe's change draws the main image through the engine, so moving a slider costs exactly one
 engine request. Discrete changes and slider releases also refresh the context: the neighbouring
 seeds, each slider's preview strip, and the back/forward history. What each callback does lives in
-``explore_logic``; this module holds the layout and the wiring.
+``explore_logic`` (and ``project_logic``); this module holds the layout and the wiring.
 """
 
 from __future__ import annotations
