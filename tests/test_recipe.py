@@ -67,3 +67,13 @@ def test_other_weights_are_refused(tiny: str) -> None:
     check_weights(replace(sample(), weights_sha256=model.weights_sha256), model)
     with pytest.raises(RecipeError, match="other weights of 'tiny'"):
         check_weights(sample(), model)
+
+
+def test_a_recipe_without_a_found_latent_writes_the_same_json_as_before_the_field_existed() -> None:
+    made = Recipe("omniart-eyes", "", 7, {"blue": 1.0}, 0.8, "sefa", {1: 2.0})
+    text = made.to_json()
+    assert text == (  # the format as it was before projection added its optional field
+        '{\n  "format": "gan-studio-recipe/1",\n  "model": "omniart-eyes",\n  "weights_sha256": "",\n  "seed": 7,\n'
+        '  "classes": {\n    "blue": 1.0\n  },\n  "truncation": 0.8,\n  "directions": "sefa",\n'
+        '  "edits": {\n    "1": 2.0\n  }\n}')
+    assert Recipe.from_json(text).to_json() == text
