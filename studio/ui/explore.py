@@ -116,16 +116,18 @@ def _wire_projection(ui: SimpleNamespace, engine: Engine, restored: Callable[[Re
     """Connect "Start from an image": the search streams previews; its result is restored (``restored`` into
     ``shown``) as the current state, then drawn through ``settle``."""
     def run(path: str | None, model: str, seed: float | None, steps: float, class_name: str | None,
-            request: gr.Request) -> Iterator[list[Any]]:
+            blend_on: bool, request: gr.Request) -> Iterator[list[Any]]:
         keep = [gr.update()] * len(shown)
+        held = None if blend_on else class_name  # blending: the search finds the blend too
         try:
-            for image, status, found in project_logic.projected(engine, path, model, seed, steps, class_name,
+            for image, status, found in project_logic.projected(engine, path, model, seed, steps, held,
                                                                 request.session_hash):
                 yield [image, status, *(keep if found is None else restored(found))]
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
-    search = ui.project.click(run, [ui.project_target, ui.model, ui.seed, ui.project_steps, ui.class_name],
+    search = ui.project.click(run, [ui.project_target, ui.model, ui.seed, ui.project_steps, ui.class_name,
+                                    ui.blend_on],
                               [ui.project_preview, ui.project_status, *shown], **PRIVATE)
     settle(search)
 
