@@ -382,10 +382,11 @@ def test_private_explore_events_refuse_bad_values_in_words(studio_url: str) -> N
     picked = queue_call(studio_url, "on_model", [LONG_NAME, "sefa"])
     assert not picked["success"]
     assert picked["output"]["error"] == "model names are at most 96 characters; this one has 300"
+    found = [""]  # the recipe event's last input: the found latent of "Start from an image" (none)
     drawn = queue_call(studio_url, "to_recipe_1",
-                       list(explore_values(model="omniart-eyes", class_name="blue", truncation=math.nan)))
+                       [*explore_values(model="omniart-eyes", class_name="blue", truncation=math.nan), *found])
     assert not drawn["success"]
     assert drawn["output"]["error"] == "truncation (psi) must be a finite number from 0 to 1.5, not nan"
-    fine = queue_call(studio_url, "to_recipe_1", list(explore_values(model="omniart-eyes", class_name="blue")))
+    fine = queue_call(studio_url, "to_recipe_1", [*explore_values(model="omniart-eyes", class_name="blue"), *found])
     assert fine["success"] and Recipe.from_json(fine["output"]["data"][0]) == Recipe("omniart-eyes", "", 5,
                                                                                       {"blue": 1.0}, 0.8)
