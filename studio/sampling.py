@@ -185,7 +185,8 @@ def _style_inputs(model: LoadedModel, request: Request) -> Inputs:
     if request.mix is not None:
         seed, first, last = request.mix
         check_layers((first, last), count, "mixing")
-        mixed = mapped_styles(model, [seed] * len(ws), _classes(model, request, len(ws)), request.truncation)
+        # Mapped once and broadcast: the mixed-in styles are then the same to the bit in any batch.
+        mixed = mapped_styles(model, [seed], None if c is None else c[:1], request.truncation)
         ws[:, first : last + 1] = mixed[:, first : last + 1]
     if request.edits:
         ws[:, layers[0] : layers[1] + 1] += edit_offset(model, request.edits, request.directions, request.edit_layers)

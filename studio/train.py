@@ -624,6 +624,31 @@ def _write_model(name: str, config: ModelConfig, generator: nn.Module, d_state: 
     return folder
 
 
+@dataclass(frozen=True)
+class CheckpointGenerator:
+    """A checkpoint's EMA generator, with the run and model configs it belongs to and all its tensors."""
+
+    run: TrainConfig
+    model_config: ModelConfig
+    generator: nn.Module
+    tensors: dict[str, torch.Tensor]
+    step: int
+
+
+def checkpoint_generator(path: Path) -> CheckpointGenerator:
+    """Rebuild the EMA generator of checkpoint ``path`` (on the CPU, in eval mode).
+
+    Raises:
+        ModelFolderError: The file is missing or damaged.
+    """
+    tensors, meta = load_training_state(path)
+    cfg = TrainConfig.from_dict(meta["config"])
+    model_config = scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
+    generator = build_generator(model_config)
+    generator.load_state_dict({k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+    return CheckpointGenerator(cfg, model_config, generator.eval(), tensors, int(meta["step"]))
+
+
 def export_checkpoint(path: Path, name: str, overwrite: bool = False) -> Path:
     """Publish the EMA generator of checkpoint ``path`` as model ``name`` (a model folder), atomically.
 
@@ -631,14 +656,10 @@ def export_checkpoint(path: Path, name: str, overwrite: bool = False) -> Path:
         ValueError: ``name`` is a built-in model, or an existing one and ``overwrite`` is off.
     """
     zoo.writable_folder(name, overwrite)
-    tensors, meta = load_training_state(path)
-    cfg = TrainConfig.from_dict(meta["config"])
-    model_config = scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
-    step = int(meta["step"])
+    loaded = checkpoint_generator(path)
+    cfg, model_config, tensors, step = loaded.run, loaded.model_config, loaded.tensors, loaded.step
     config = replace(model_config, title=name, lineage={"base_model": cfg.base, "dataset": cfg.data, "steps": step,
                                                         "loss": cfg.loss, "checkpoint": path.name},
                      description=f"Fine-tuned from {cfg.base} on the data set {cfg.data!r} ({step} steps).")
-    generator = build_generator(config)
-    generator.load_state_dict({k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")})
     d_state = {k[len("D.") :]: v for k, v in tensors.items() if k.startswith("D.")}
-    return _write_model(name, config, generator, _kept_discriminator(cfg, d_state), overwrite)
+    return _write_model(name, config, loaded.generator, _kept_discriminator(cfg, d_state), overwrite)

@@ -23,7 +23,6 @@ import torch
 from studio import data, jobs, latent, metrics, train, zoo
 from studio.engine import folder_identity
 from studio.media import grid, to_uint8
-from studio.models.folder import build_generator
 from studio.sampling import Request
 from studio.storage import MAX_NAME_LENGTH
 from studio.ui.files import pixels
@@ -277,15 +276,12 @@ def checkpoint_previews(path: Path) -> np.ndarray:
     checkpoint is no model folder (making one per scrub would write a model's weights each time), while its
     EMA generator is only the model's size and 8 images of it cost what one of the run's preview grids does.
     """
-    tensors, meta = train.load_training_state(path)
-    cfg = train.TrainConfig.from_dict(meta["config"])
-    config = train.scratch_config(cfg) if cfg.base == "none" else zoo.model_config(cfg.base)
-    generator = build_generator(config)
-    generator.load_state_dict({k.removeprefix("G_ema."): v for k, v in tensors.items() if k.startswith("G_ema.")})
+    loaded = train.checkpoint_generator(path)
+    config = loaded.model_config
     z = latent.seed_latents(train.PREVIEW_SEEDS, config.z_dim)
-    c = latent.class_vector(cfg.class_name, config.class_names).expand(len(z), -1) if config.num_classes else None
+    c = latent.class_vector(loaded.run.class_name, config.class_names).expand(len(z), -1) if config.num_classes else None
     with torch.no_grad():
-        return to_uint8(generator.eval()(z, c))
+        return to_uint8(loaded.generator(z, c))
 
 
 @dataclass(frozen=True)
