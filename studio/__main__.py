@@ -65,7 +65,8 @@ def generate_recipes(args: argparse.Namespace, weights_sha256: str) -> list[reci
     try:
         bends = bending.parse_lines("\n".join(args.bend or ()))
         return [recipe_mod.Recipe(args.model, weights_sha256, s, classes, args.truncation, args.directions, edits,
-                                  edit_layers, mix_seed, mix_layers, args.noise_seed, bends) for s in seeds]
+                                  edit_layers, mix_seed, mix_layers, args.noise_seed, bends, tuned=args.tuned)
+                for s in seeds]
     except ValueError as e:  # RecipeError too
         raise UsageError(str(e)) from None
 
@@ -352,6 +353,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bend", action="append", metavar="LAYER:OP[=VALUE][@CHANNELS]",
                    help="network bending, repeatable, applied in order: such as 2:rotate=90, 1:ablate@0-31 or "
                         f"3:multiply=1.5@random=25%%; operations: {', '.join(bending.OPS)}; layer 0 is the coarsest")
+    p.add_argument("--tuned", type=float, metavar="X",
+                   help="a fine-tuned model's weights blended from its base model's (0) to its own (1, the default)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,7 +109,8 @@ def keyframe_inputs(engine: Engine, recipes: Sequence[Recipe]) -> tuple[torch.Te
         ValueError: See ``keyframe_model``; recipe.RecipeError when a recipe was made with other
             weights of its model; zoo.ModelUnavailable.
     """
-    model = engine.model(keyframe_model(recipes))
+    # A style family maps each keyframe with the weights its frames are drawn with: the first keyframe's blend.
+    model = engine.model(keyframe_model(recipes), recipes[0].tuned)
     zs, cs = [], []
     for r in recipes:
         check_weights(r, model)  # other weights would not give the keyframe's image back
@@ -181,8 +182,9 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
     z, c = frame_inputs(*keyframe_inputs(engine, recipes), options)
     noise = recipes[0].noise_seed  # fine detail that changed from frame to frame would flicker
     bends = frame_bends(recipes, options)[::step] if any(r.bends for r in recipes) else None
+    # One blend of the weights for the whole path (the first keyframe's): each blend is a pass of its own.
     return _drawn(engine, Request(recipes[0].model, z=z[::step], c=None if c is None else c[::step],
-                                  noise_seed=noise, frame_bends=bends, background=True))
+                                  noise_seed=noise, frame_bends=bends, tuned=recipes[0].tuned, background=True))
 
 
 def _drawn(engine: Engine, frames: Request) -> Iterator[np.ndarray]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio import zoo
+from studio import remix, zoo
 from studio.media import to_uint8
 from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.bending import bent
@@ -38,6 +38,9 @@ DOWNLOAD_RETRY_S = 300.0
 # A background request waits at most this long for interactive ones to go first: under a steady
 # crowd a long export still moves on.
 BACKGROUND_MAX_WAIT_S = 1.0
+# Fine-tuned models blended toward their base (the "base <-> fine-tuned" slider) kept in memory: the
+# slider's last few stops, so dragging back and forth blends each once. Outside the memory budget.
+TUNED_BLENDS_KEPT = 4
 
 Loader = Callable[[str, torch.device], LoadedModel]
 
@@ -348,6 +351,9 @@ class Engine:
         self._requests = 0
         self._last_interactive = -float("inf")  # when the last interactive request came (monotonic s)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # (model name, alpha) -> (the fine-tuned model, its base, the blend); rebuilt if either was reloaded
+        self._blends: OrderedDict[tuple[str, float], tuple[LoadedModel, LoadedModel, LoadedModel]] = OrderedDict()
+        self._blends_lock = threading.Lock()
         self._worker = threading.Thread(target=self._serve, name=f"studio-engine-{self.device}", daemon=True)
         self._worker.start()
 
@@ -401,13 +407,20 @@ class Engine:
         """
         return await asyncio.wrap_future(self.submit(request))
 
-    def model(self, name: str) -> LoadedModel:
+    def model(self, name: str, tuned: float | None = None) -> LoadedModel:
         """Model ``name`` as this engine runs it (loaded if needed): its config, folder and weights' hash.
 
+        Args:
+            name: The model.
+            tuned: For a fine-tuned model, its weights blended from its base's (0) to its own (1), as
+                ``Request.tuned`` draws it; None: its own weights.
+
         Raises:
-            zoo.ModelUnavailable: An unknown name, or weights that cannot be read.
+            zoo.ModelUnavailable: An unknown name, or weights that cannot be read (the base's too).
+            ValueError: ``tuned`` given for a model with no base, or one its base cannot blend with.
         """
-        return self.cache.get(name)
+        model = self.cache.get(name)
+        return model if tuned is None else self._toward_tuned(model, tuned)
 
     def config(self, name: str) -> ModelConfig:
         """Model ``name``'s config without loading it, read from disk once per version of its folder.
@@ -575,7 +588,40 @@ class Engine:
         queue.extend(kept)
         return background
 
+    def _toward_tuned(self, model: LoadedModel, alpha: float) -> LoadedModel:
+        """``model`` blended toward its base by ``alpha`` (``remix.toward_tuned``), kept for its next requests."""
+        base_name = remix.base_of(model.config)
+        if base_name is None:
+            raise ValueError(f"{model.name} is not a fine-tuned model: it has no base model to blend toward")
+        base = self.cache.get(base_name)
+        key = (model.name, float(alpha))
+        with self._blends_lock:
+            kept = self._blends.get(key)
+            if kept is not None and kept[0] is model and kept[1] is base:
+                self._blends.move_to_end(key)
+                return kept[2]
+        blend = remix.toward_tuned(base, model, alpha)
+        with self._blends_lock:
+            self._blends[key] = (model, base, blend)
+            while len(self._blends) > TUNED_BLENDS_KEPT:
+                self._blends.popitem(last=False)
+        return blend
+
     def _run(self, model: LoadedModel, batch: list[_Pending]) -> None:
+        """Run ``batch``, one forward pass per blend of ``model`` it asks for (``Request.tuned``; mostly one)."""
+        groups: dict[float | None, list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.request.tuned, []).append(pending)
+        for alpha, group in groups.items():
+            try:
+                drawn = model if alpha is None else self._toward_tuned(model, alpha)
+            except Exception as e:  # no base, or a base that cannot load: these requests fail, in words
+                for pending in group:
+                    _resolve(pending, error=e)
+                continue
+            self._run_pass(drawn, group)
+
+    def _run_pass(self, model: LoadedModel, batch: list[_Pending]) -> None:
         """Run ``batch`` as one forward pass of ``model`` and hand out the images."""
         inputs = self._inputs(model, batch)
         if not inputs:

@@ -128,6 +128,8 @@ class Recipe:
         noise_seed: The seed of the per-layer noise; None = the model's constant noise.
         bends: Network bends, applied in order (``bending.Bend``); left out of the JSON when there are none.
         latent: A latent found by projection, drawn instead of the seed's (left out of the JSON when None).
+        tuned: For a fine-tuned model, its weights blended from its base model's (0) to its own (1), the
+            base named by its lineage; None = its own weights (and left out of the JSON).
     """
 
     model: str
@@ -143,6 +145,7 @@ class Recipe:
     noise_seed: int | None = None
     bends: tuple[Bend, ...] = ()
     latent: Latent | None = None
+    tuned: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in words, any state no image can be drawn from: every number finite and in range.
@@ -176,6 +179,8 @@ class Recipe:
                 raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(self.bends)}")
             if self.latent is not None and not isinstance(self.latent, Latent):
                 raise ValueError("latent must be a Latent")
+            if self.tuned is not None:
+                latent.check_number(self.tuned, "the base <-> fine-tuned blend", 0.0, 1.0)
             if (self.mix_seed is None) != (self.mix_layers is None):
                 raise ValueError("style mixing needs both a seed and its layers (mix_seed, mix_layers)")
         except ValueError as e:
@@ -184,7 +189,7 @@ class Recipe:
     def to_json(self) -> str:
         """The recipe as a JSON document (strict JSON: never NaN or infinity); style fields left None are left out."""
         d = {k: v for k, v in asdict(self).items()
-             if (v is not None or k not in STYLE_FIELDS) and k not in ("bends", "latent")}
+             if (v is not None or k not in OPTIONAL_FIELDS) and k not in ("bends", "latent")}
         d["edits"] = {str(k): v for k, v in sorted(self.edits.items())}
         if self.bends:
             d["bends"] = [b.to_dict() for b in self.bends]
@@ -221,12 +226,14 @@ class Recipe:
                 noise_seed=_typed(d, "noise_seed", int) if d.get("noise_seed") is not None else None,
                 bends=tuple(Bend.from_dict(b) for b in _typed(d, "bends", list)) if "bends" in d else (),
                 latent=Latent.from_dict(d["latent"]) if d.get("latent") is not None else None,
+                tuned=_typed(d, "tuned", (int, float)) if d.get("tuned") is not None else None,
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
 
 
 STYLE_FIELDS = ("edit_layers", "mix_seed", "mix_layers", "noise_seed")
+OPTIONAL_FIELDS = (*STYLE_FIELDS, "tuned")  # left out of the JSON when None, so older recipes read unchanged
 
 
 def _check_int_seed(seed: object) -> None:
@@ -399,7 +406,8 @@ def request_for(recipe: Recipe) -> Request:
     mix = None if recipe.mix_seed is None else (recipe.mix_seed, *recipe.mix_layers)
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
                    tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed,
-                   bends=recipe.bends, start=None if recipe.latent is None else recipe.latent.tensor())
+                   bends=recipe.bends, start=None if recipe.latent is None else recipe.latent.tensor(),
+                   tuned=recipe.tuned)
 
 
 def check_weights(recipe: Recipe, model: LoadedModel) -> None:

@@ -17,6 +17,7 @@ judges its images, so a later fine-tune of it starts a fresh one.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 
 from studio import zoo
 from studio.models.folder import ModelConfig, build_generator, save_pretrained
+from studio.zoo import LoadedModel
 from studio.storage import swap_dir
 
 
@@ -86,7 +88,7 @@ def blend_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: 
     return child
 
 
-def _check_compatible(a: str, b: str, config_a: ModelConfig, config_b: ModelConfig) -> None:
+def check_compatible(a: str, b: str, config_a: ModelConfig, config_b: ModelConfig) -> None:
     """Raise ValueError, in one sentence, unless models ``a`` and ``b`` share architecture, size and classes."""
     if config_a.architecture != config_b.architecture:
         raise ValueError(f"{a} is a {config_a.architecture} and {b} a {config_b.architecture}: only models of "
@@ -123,7 +125,7 @@ def blend(a: str, b: str, alpha: float, out: str, layers: tuple[int, int] | None
         raise ValueError(f"a model named {out!r} exists already: choose another name for the blend")
     zoo.writable_folder(out)  # the name rule
     config_a, config_b = zoo.model_config(a), zoo.model_config(b)
-    _check_compatible(a, b, config_a, config_b)
+    check_compatible(a, b, config_a, config_b)
     with torch.device("meta"):  # the layer range is checked on a skeleton: no memory, no weights read
         keys = block_keys(build_generator(config_a), layers) if layers else None
     parent_a, parent_b = zoo.load(a), zoo.load(b)
@@ -142,3 +144,27 @@ def blend(a: str, b: str, alpha: float, out: str, layers: tuple[int, int] | None
     with swap_dir(folder) as tmp:
         save_pretrained(tmp, config, child)
     return folder
+
+
+def base_of(config: ModelConfig) -> str | None:
+    """The model a fine-tuned model was trained from (its lineage's ``base_model``); None if it was not."""
+    base = config.lineage.get("base_model")
+    return base if isinstance(base, str) and base else None
+
+
+def toward_tuned(base: LoadedModel, tuned: LoadedModel, alpha: float) -> LoadedModel:
+    """Fine-tuned model ``tuned`` with its weights blended back toward ``base``'s: alpha 0 is the base, 1 ``tuned``.
+
+    The live "base <-> fine-tuned" slider: every tensor blends (the mapping too), in memory, nothing
+    written. The result is a copy of ``tuned``'s generator (so it keeps the layout the engine put it in)
+    holding the blended tensors, under ``tuned``'s name and folder, and sharing its memo: the sliders
+    keep the fine-tuned model's directions along the whole way, so a slider value means one move.
+
+    Raises:
+        ValueError: A bad alpha, or models that do not share architecture, size and classes.
+    """
+    alpha = check_alpha(alpha)
+    check_compatible(base.name, tuned.name, base.config, tuned.config)
+    generator = copy.deepcopy(tuned.generator)
+    generator.load_state_dict(blend_states(base.generator.state_dict(), tuned.generator.state_dict(), alpha))
+    return LoadedModel(tuned.name, tuned.config, generator, tuned.folder, memo=tuned.memo)

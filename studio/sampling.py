@@ -44,6 +44,8 @@ class Request:
         c: Explicit class vectors ``[N, K]`` to go with a DCGAN's ``z`` (conditional models).
         bends: Network bends applied to every image (see ``bending``).
         frame_bends: With ``z``: each image's own bends (animation frames); None = ``bends`` for all.
+        tuned: For a fine-tuned model, its weights blended from its base model's (0) to its own (1), in
+            memory (the "base <-> fine-tuned" slider); None = its own weights.
         background: Part of a long job (an animation's frames): the engine runs it in a pass of its
             own once no interactive request for its model waits, or with them after
             ``engine.BACKGROUND_MAX_WAIT_S``.
@@ -63,6 +65,7 @@ class Request:
     c: torch.Tensor | None = None
     bends: tuple[Bend, ...] = ()
     frame_bends: tuple[tuple[Bend, ...], ...] | None = None
+    tuned: float | None = None
     background: bool = False
 
     def __post_init__(self) -> None:
@@ -80,6 +83,8 @@ class Request:
             latent.check_seed(self.mix[0])
         if self.noise_seed is not None:
             latent.check_seed(self.noise_seed)
+        if self.tuned is not None:
+            latent.check_number(self.tuned, "the base <-> fine-tuned blend", 0.0, 1.0)
         for tensor, what in ((self.z, "latents"), (self.c, "class vectors"), (self.start, "found latent")):
             if tensor is not None:
                 latent.check_finite(tensor, what)

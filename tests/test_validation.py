@@ -197,11 +197,11 @@ def test_engine_requests_with_non_finite_numbers_are_refused_in_words(kwargs: di
 def explore_values(model: str = "tiny", seed: object = 5, truncation: object = 0.8, blend: dict | None = None,
                    sliders: dict | None = None, class_name: str = "dog") -> tuple:
     """The Explore controls' values in ``Controls.inputs`` order; ``blend`` and ``sliders`` by index, the
-    StyleGAN controls and the bends as a fresh page has them."""
+    StyleGAN controls, the bends and the base <-> fine-tuned slider as a fresh page has them."""
     weights = [(blend or {}).get(i, 0.0) for i in range(MAX_CLASSES)]
     moves = [(sliders or {}).get(i, 0.0) for i in range(MAX_SLIDERS)]
     style = (None, 0, 0, None, 0, 0)  # StyleGAN controls: no mixing, constant noise, sliders on every layer
-    return (model, seed, bool(blend), class_name, *weights, truncation, "sefa", *moves, *style, "")
+    return (model, seed, bool(blend), class_name, *weights, truncation, "sefa", *moves, *style, "", 1.0)
 
 
 @pytest.fixture
@@ -210,7 +210,7 @@ def controls() -> Controls:
                     [gr.Slider(0, 1) for _ in range(MAX_CLASSES)], gr.Slider(0, 1.5), gr.Radio(["sefa", "pca"]),
                     [gr.Slider(-5, 5) for _ in range(MAX_SLIDERS)],
                     [gr.Number(), gr.Slider(0, 17), gr.Slider(0, 17), gr.Number(), gr.Slider(0, 17), gr.Slider(0, 17)],
-                    gr.Textbox())
+                    gr.Textbox(), gr.Slider(0, 1))
 
 
 @pytest.mark.parametrize(

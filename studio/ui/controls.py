@@ -13,7 +13,7 @@ from studio.bending import spec
 from studio.latent import MAX_EDIT
 from studio.recipe import Recipe
 from studio.ui.errors import shown_to_user
-from studio.ui.explore_logic import recipe_from_controls
+from studio.ui.explore_logic import recipe_from_controls, tuned_base
 
 if TYPE_CHECKING:
     from studio.models.folder import ModelConfig
@@ -37,11 +37,12 @@ class Controls:
     sliders: list[gr.Slider]
     style: list[gr.components.Component]  # StyleGAN: mix seed, first, last; noise seed; sliders' first, last
     bends: gr.Textbox  # network bends, one per line
+    tuned: gr.Slider  # a fine-tuned model's weights, from its base's (0) to its own (1)
 
     def inputs(self) -> list[gr.components.Component]:
         """The components, in the order ``recipe`` and ``values`` use."""
         return [self.model, self.seed, self.blend_on, self.class_name, *self.blend, self.truncation, self.method,
-                *self.sliders, *self.style, self.bends]
+                *self.sliders, *self.style, self.bends, self.tuned]
 
     @shown_to_user
     def recipe(self, values: tuple[Any, ...], config_of: Callable[[str], ModelConfig] = zoo.model_config) -> Recipe:
@@ -55,9 +56,9 @@ class Controls:
         blend = values[4 : 4 + MAX_CLASSES]
         truncation, method = values[4 + MAX_CLASSES : 6 + MAX_CLASSES]
         sliders = values[6 + MAX_CLASSES : 6 + MAX_CLASSES + MAX_SLIDERS]
-        style = tuple(values[6 + MAX_CLASSES + MAX_SLIDERS : -1])
+        style = tuple(values[6 + MAX_CLASSES + MAX_SLIDERS : -2])
         return recipe_from_controls(config_of, model, seed, blend_on, class_name, blend, truncation, method, sliders,
-                                    style, values[-1])
+                                    style, *values[-2:])
 
     def values(self, recipe: Recipe, config_of: Callable[[str], ModelConfig] = zoo.model_config) -> list[Any]:
         """Component updates (in ``inputs`` order) that show ``recipe``."""
@@ -68,7 +69,8 @@ class Controls:
         return [recipe.model, recipe.seed, bool(recipe.classes) and not single,
                 gr.update(choices=names, value=class_name), *class_updates(names, recipe.classes),
                 recipe.truncation, recipe.directions, *[recipe.edits.get(i, 0.0) for i in range(MAX_SLIDERS)],
-                *style_updates(config.num_style_layers, recipe), "\n".join(spec(b) for b in recipe.bends)]
+                *style_updates(config.num_style_layers, recipe), "\n".join(spec(b) for b in recipe.bends),
+                tuned_update(config, recipe.tuned)]
 
 
 def style_updates(count: int, recipe: Recipe | None = None) -> list[Any]:
@@ -81,6 +83,14 @@ def style_updates(count: int, recipe: Recipe | None = None) -> list[Any]:
     return [recipe.mix_seed if recipe else None, gr.update(value=mix[0], **layer), gr.update(value=mix[1], **layer),
             recipe.noise_seed if recipe else None, gr.update(value=edit[0], **layer),
             gr.update(value=edit[1], **layer)]
+
+
+def tuned_update(config: ModelConfig, value: float | None = None) -> Any:
+    """The "base <-> fine-tuned" slider for a model with ``config``: shown, naming the base, only for a fine-tuned
+    model whose base this studio has; at ``value`` (None: 1, the model's own weights)."""
+    base = tuned_base(config)
+    label = f"Base ↔ fine-tuned: {base} (0) to this model (1)" if base else "Base ↔ fine-tuned"
+    return gr.update(value=1.0 if value is None else value, visible=base is not None, label=label)
 
 
 def class_updates(names: list[str], weights: dict[str, float]) -> list[Any]:

@@ -23,7 +23,8 @@ from studio.projection import DEFAULT_STEPS
 from studio.recipe import Recipe
 from studio.ui import explore_logic as logic
 from studio.ui import project_logic
-from studio.ui.controls import MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates, style_updates
+from studio.ui.controls import (MAX_CLASSES, MAX_SLIDERS, METHODS, SLIDER_RANGE, Controls, class_updates,
+                                style_updates, tuned_update)
 from studio.ui.errors import shown_to_user
 from studio.ui.files import ImageFiles
 
@@ -61,6 +62,10 @@ def _layout(default: str, config: ModelConfig) -> SimpleNamespace:
                             for i in range(MAX_CLASSES)]
             ui.truncation = gr.Slider(0.0, 1.5, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation ψ",
                                       info="1 = full variety · 0 = the average image", elem_id="truncation")
+            tuned = tuned_update(config)  # shown only for a fine-tuned model whose base is here
+            ui.tuned = gr.Slider(0.0, 1.0, value=tuned["value"], step=0.05, label=tuned["label"],
+                                 visible=tuned["visible"], info="blend the weights live: see the style arrive",
+                                 elem_id="tuned")
             _style_layout(ui, config.num_style_layers)
             with gr.Row():
                 ui.back = gr.Button("◀ Back", size="sm", elem_id="history-back")
@@ -229,7 +234,8 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     files = ImageFiles()
     ui = _layout(zoo.DEFAULT_MODEL, engine.config(zoo.DEFAULT_MODEL))
     controls = Controls(ui.model, ui.seed, ui.blend_on, ui.class_name, ui.blend, ui.truncation, ui.method, ui.sliders,
-                        [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last], ui.bends)
+                        [ui.mix_seed, ui.mix_first, ui.mix_last, ui.noise_seed, ui.edit_first, ui.edit_last], ui.bends,
+                        ui.tuned)
     inputs = [*controls.inputs(), ui.found]
 
     def to_recipe(*values: Any) -> str:
@@ -258,7 +264,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
             context, *refreshed, **PRIVATE)
 
     # Live: every move redraws the main image (one engine request) and nothing else.
-    live = [ui.truncation.change, *(s.change for s in ui.blend), *(s.change for s in ui.sliders)]
+    live = [ui.truncation.change, ui.tuned.change, *(s.change for s in ui.blend), *(s.change for s in ui.sliders)]
     gr.on(live, to_recipe, inputs, ui.current, queue=False, trigger_mode="always_last", show_progress="hidden",
           **PRIVATE)
     # The recipe is the public API: draw any state from its JSON.
@@ -266,6 +272,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
                       [ui.image, ui.recipe_text], api_name="draw", trigger_mode="always_last", show_progress="minimal")
     # Settled: discrete changes and releases draw and refresh the context, building the recipe once.
     settled = [ui.seed.change, ui.blend_on.change, ui.class_name.change, ui.method.change, ui.truncation.release,
+               ui.tuned.release,
                *(s.release for s in ui.blend), *(s.release for s in ui.sliders)]
     gr.on(settled, to_recipe, inputs, ui.current, queue=False, trigger_mode="always_last", show_progress="hidden",
           **PRIVATE).then(**remember, **PRIVATE).then(context, *refreshed, show_progress="hidden", **PRIVATE)
@@ -283,11 +290,12 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
                 gr.update(choices=names, value=names[0] if names else None, visible=bool(names)),
                 gr.update(value=False, visible=bool(names)), *class_updates(names, {}), *[0.0] * MAX_SLIDERS,
                 *labels(name, method), gr.update(visible=config.num_style_layers > 0),
-                *style_updates(config.num_style_layers)]
+                *style_updates(config.num_style_layers), tuned_update(config)]
 
     # .input, not .change: a recipe being restored sets the model too, and must keep its own values.
     settle(ui.model.input(on_model, [ui.model, ui.method], [ui.info, ui.class_name, ui.blend_on, *ui.blend,
-                                                            *ui.sliders, *ui.names, ui.style_panel, *controls.style],
+                                                            *ui.sliders, *ui.names, ui.style_panel, *controls.style,
+                                                            ui.tuned],
                           **PRIVATE))
     _wire_styles(ui, engine, settle)
     _wire_bends(ui, settle)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studio import directions
+from studio import directions, remix, zoo
 from studio.bending import parse_lines, spec
 from studio.animation import MAX_KEYFRAMES
 from studio.latent import MAX_SEED, check_seed
@@ -70,13 +70,14 @@ def band_layers(band: str, count: int) -> tuple[int, int]:
 def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, seed: Any, blend_on: bool,
                          class_name: str | None, blend: tuple[float, ...], truncation: float, method: str,
                          sliders: tuple[float, ...], style: tuple[Any, ...] = (None, 0, 0, None, 0, 0),
-                         bends: str = "") -> Recipe:
+                         bends: str = "", tuned: Any = 1.0) -> Recipe:
     """The recipe the Explore controls describe (their values may come from any API caller).
 
     ``config_of(name)`` gives a model's config (the engine's cached one in the studio). ``style``: the
     StyleGAN controls (mix seed, its first and last layer, noise seed, the sliders' first and last layer);
     blank seeds mean no mixing and the constant noise. A model without style layers ignores them. ``bends``:
-    network bends, one per line as ``bending.parse`` reads them.
+    network bends, one per line as ``bending.parse`` reads them. ``tuned``: the "base <-> fine-tuned" slider,
+    from the base model's weights (0) to this model's own (1, or None); ignored for a model with no base here.
 
     Raises:
         ValueError: No seed, an all-zero blend, a number that is not finite or out of range.
@@ -96,9 +97,17 @@ def recipe_from_controls(config_of: Callable[[str], ModelConfig], model: Any, se
     else:
         classes = {class_name: 1.0} if class_name else {}
     edits = {i: v for i, v in enumerate(sliders) if v}
-    made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits, bends=parse_lines(bends))
+    blended = tuned is not None and tuned != 1.0 and tuned_base(config_of(model)) is not None
+    made = Recipe(model, "", check_seed(seed), classes, truncation, method, edits, bends=parse_lines(bends),
+                  tuned=tuned if blended else None)
     count = config_of(model).num_style_layers
     return replace(made, **_style_fields(style, count)) if count else made
+
+
+def tuned_base(config: ModelConfig) -> str | None:
+    """The base model a model with ``config`` was fine-tuned from, if this studio has it (else None)."""
+    base = remix.base_of(config)
+    return base if base is not None and base in zoo.model_names() else None
 
 
 def found_of(recipe: Recipe) -> str:
@@ -171,7 +180,7 @@ def draw(engine: Engine, files: ImageFiles, recipe_json: str) -> tuple[str, str]
         RecipeError: The JSON is not a recipe, or it names other weights than the model's.
     """
     recipe = Recipe.from_json(recipe_json)
-    model = engine.model(recipe.model)
+    model = engine.model(recipe.model, recipe.tuned)  # a blend is made here, on this thread, not the engine's
     if recipe.weights_sha256:
         check_weights(recipe, model)
     recipe = replace(recipe, weights_sha256=model.weights_sha256)
@@ -202,11 +211,11 @@ def variations(engine: Engine, files: ImageFiles, recipe: Recipe) -> list[tuple[
 def strip_views(engine: Engine, files: ImageFiles, recipe: Recipe, k: int) -> list[str]:
     """The first ``k`` sliders' strips (PNG files): the image with that slider at each of ``STRIP_VALUES``, the
     others as set."""
-    model = engine.model(recipe.model)
+    model = engine.model(recipe.model, recipe.tuned)
     request = request_for(recipe)
     inputs = strip_inputs(model, request, k, STRIP_VALUES)
     images = engine.generate(Request(recipe.model, z=inputs.latents, c=inputs.c, noise_seed=request.noise_seed,
-                                     bends=request.bends))
+                                     bends=request.bends, tuned=recipe.tuned))
     n = len(STRIP_VALUES)
     return [files.picture(grid(images[i * n : (i + 1) * n], cols=n, pad=1)) for i in range(len(images) // n)]
 
