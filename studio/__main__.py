@@ -326,10 +326,27 @@ def cmd_project(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    """Launch the browser studio."""
+    """Launch the browser studio; with ``--ray``, its inference runs on Ray Serve replicas."""
+    import signal
+
     from studio.ui import launch
 
-    launch(host=args.host, port=args.port)
+    if not args.ray:
+        launch(host=args.host, port=args.port)
+        return
+    try:
+        from studio.ray_backend import RayEngine
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise UsageError("--ray needs Ray Serve: pip install -r requirements-scale.txt") from None
+    if args.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    with RayEngine(replicas=args.replicas, address=args.address) as engine:
+        # Terminated like Ctrl-C (in place of Ray's own handler), so the studio removes its deployment and
+        # stops the Ray it started on its way out.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        launch(host=args.host, port=args.port, engine=engine)
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
@@ -365,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="launch the browser studio", description="Launch the browser studio.")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--ray", action="store_true",
+                   help="run inference on Ray Serve replicas (pip install -r requirements-scale.txt)")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="with --ray: inference replicas, one GPU each where the cluster has GPUs (default 1)")
+    p.add_argument("--address", help="with --ray: the Ray cluster to join, such as HEAD_IP:6379 "
+                                     "(default: start Ray on this machine, loopback only)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", help="draw images from seeds", description="Draw one image per seed.")

@@ -20,10 +20,11 @@ STUDIO = Path(__file__).resolve().parents[1] / "studio"
 FLOORS = {
     "storage": 0, "limits": 0, "spaces_gpu": 0,
     "models": 1,
-    "latent": 2, "augment": 2, "media": 2, "metrics": 2, "bending": 2,
+    "latent": 2, "augment": 2, "media": 2, "metrics": 2, "bending": 2, "precision": 2, "audio": 2,
     "zoo": 3,
     "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4, "projection": 4,
     "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5,
+    "ray_backend": 5,
     "ui.owners": 6, "ui.scratch": 6, "ui.files": 6, "ui.errors": 6, "ui.controls": 6, "ui.explore_logic": 6,
     "ui.interpolate_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6, "ui.project_logic": 6,
     "ui.explore": 7, "ui.interpolate": 7, "ui.finetune": 7, "ui.share": 7, "ui.engine_panel": 7,

@@ -3,8 +3,12 @@ Explore's "base <-> fine-tuned" slider blends that model back toward its base, l
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
+import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +26,20 @@ from tests.test_browser import wait_for_shown
 from tests.test_style_browser import pick_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@contextlib.contextmanager
+def job_workers_stopped(home: Path) -> Iterator[None]:
+    """On the way out, kill fine-tune workers still running from ``home``: they outlive the server by design
+    (a restarted studio resumes them), so a test that fails before cancelling would leave its job training."""
+    try:
+        yield
+    finally:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                args = cmdline.read_bytes().split(b"\0")
+                if b"studio.jobs" in args and any(str(home).encode() in arg for arg in args):
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def scrub_to(page: Page, index: int) -> str:
@@ -43,7 +61,7 @@ def test_scrub_keep_an_early_checkpoint_then_blend_it_back_toward_its_base(conve
                                                                            tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(converted_home, home)
-    with launched_studio(home, tmp_path / "app.log") as (url, _), sync_playwright() as p:
+    with job_workers_stopped(home), launched_studio(home, tmp_path / "app.log") as (url, _), sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
