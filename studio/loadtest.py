@@ -102,8 +102,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def launched_studio(home: Path, log: Path, host: str = "127.0.0.1",
-                    env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+def launched_studio(home: Path, log: Path, host: str = "127.0.0.1", env: dict[str, str] | None = None,
+                    args: tuple[str, ...] = ("app.py",)) -> Iterator[tuple[str, int]]:
     """Run the studio as a user starts it (``python app.py``) on a free port, with studio home ``home``.
 
     Args:
@@ -111,6 +111,8 @@ def launched_studio(home: Path, log: Path, host: str = "127.0.0.1",
         log: Where the server's output goes.
         host: The bind (``GRADIO_SERVER_NAME``); ``0.0.0.0`` makes a shared studio, still reached on loopback.
         env: Further environment variables for the server.
+        args: Python's arguments, such as ``("-m", "studio", "serve", "--ray")`` (both read the bind from the
+            environment).
 
     Yields:
         The studio's loopback URL and its server process id; the server is stopped on exit.
@@ -119,7 +121,7 @@ def launched_studio(home: Path, log: Path, host: str = "127.0.0.1",
     env = {**os.environ, **(env or {}), "STUDIO_HOME": str(home), "GRADIO_SERVER_NAME": host,
            "GRADIO_SERVER_PORT": str(port)}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_until_up(url, proc, log)

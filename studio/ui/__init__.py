@@ -22,6 +22,7 @@ from studio.ui.share import build_share_tab  # noqa: E402
 if TYPE_CHECKING:
     from studio.engine import Engine
     from studio.jobs import JobManager
+    from studio.ray_backend import RayEngine
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS_PATH = ASSETS / "studio.css"
@@ -79,13 +80,17 @@ def build_studio(engine: Engine, manager: JobManager, shared: bool = False) -> g
     return demo
 
 
-def launch(host: str | None = None, port: int | None = None, **kwargs) -> gr.Blocks:
-    """Build the studio on a fresh engine and serve it (blocking unless ``prevent_thread_lock=True``)."""
+def launch(host: str | None = None, port: int | None = None, engine: Engine | RayEngine | None = None,
+           **kwargs) -> gr.Blocks:
+    """Build the studio on ``engine`` (a local one, or a ``RayEngine``; default: a fresh local one) and serve it.
+
+    Blocks unless ``prevent_thread_lock=True``.
+    """
     from studio.engine import Engine
     from studio.jobs import JobManager
 
     host = host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    demo = build_studio(Engine(), JobManager(), shared=is_shared(host))
+    demo = build_studio(engine or Engine(), JobManager(), shared=is_shared(host))
     demo.launch(
         server_name=host,
         server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
