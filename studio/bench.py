@@ -201,11 +201,49 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_ray(name: str, replicas: list[int], clients: list[int], seconds: float) -> dict:
+    """Measure the engine on Ray Serve at each replica count (a fresh local Ray each); the result has the JSON's shape.
+
+    ``replicas_used``: how many replicas drew images during that measurement.
+    """
+    from studio.ray_backend import RayEngine  # Ray is an optional install
+
+    result: dict = {"backend": "ray", "model": name, "cpu_count": os.cpu_count(), "replicas": {}}
+    for n in replicas:
+        with RayEngine(replicas=n, timeout_s=600) as engine:
+            run_clients(max(clients), 2.0, engine_drawer(engine, name))  # every replica loads the model
+            runs = {}
+            for c in clients:
+                before = engine.stats()["replicas"]
+                img_s, latencies = run_clients(c, seconds, engine_drawer(engine, name))
+                after = engine.stats()["replicas"]
+                p50, p95 = _percentiles_ms(latencies)
+                runs[str(c)] = {"img_s": img_s, "p50_ms": p50, "p95_ms": p95,
+                                "replicas_used": sum(after[r] > before.get(r, 0) for r in after)}
+            result["replicas"][str(n)] = {"device": engine.stats()["device"], "clients": runs}
+    return result
+
+
+def format_ray_report(result: dict) -> str:
+    """The Ray results as a table: one row per replica count and client count."""
+    rows = [("replicas", "clients", "img/s", "p50/p95 ms", "replicas used")]
+    for n, run in result["replicas"].items():
+        for c, r in run["clients"].items():
+            rows.append((n, c, f"{r['img_s']:.1f}", f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}", str(r["replicas_used"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join([*lines, "", f"model {result['model']} on Ray Serve, {result['cpu_count']} CPU cores here"])
+
+
 def cmd_bench_engine(args: argparse.Namespace) -> None:
-    """Run the engine benchmark, print its table and optionally write JSON."""
-    device = torch.device(args.device) if args.device else default_device()
-    result = bench_engine(args.model, args.clients, args.seconds, device)
-    print(format_report(result))
+    """Run the engine benchmark (locally, or on Ray Serve), print its table and optionally write JSON."""
+    if args.backend == "ray":
+        result = bench_ray(args.model, args.replicas, args.clients, args.seconds)
+        print(format_ray_report(result))
+    else:
+        device = torch.device(args.device) if args.device else default_device()
+        result = bench_engine(args.model, args.clients, args.seconds, device)
+        print(format_report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

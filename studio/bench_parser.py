@@ -68,6 +68,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=_client_counts, default=[1, 4, 16], help="client counts (default 1,4,16)")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: naive vs engine vs ceiling in this process (default); ray: the engine on Ray Serve "
+                        "replicas (pip install -r requirements-scale.txt), img/s and p50/p95 per replica count")
+    p.add_argument("--replicas", type=_client_counts, default=[1, 2],
+                   help="with --backend ray: replica counts (default 1,2)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=_lazy("bench", "cmd_bench_engine"))
 
