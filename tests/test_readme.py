@@ -65,3 +65,18 @@ def test_docker_space_front_matter_from_the_deploy_section() -> None:
     assert meta["sdk"] == "docker" and "sdk_version" not in meta
     assert f"EXPOSE {meta['app_port']}" in (ROOT / "Dockerfile").read_text()
     assert "uid 1000" in text and "STUDIO_HOME" in text and "spaces.GPU" in text
+
+
+def test_scaling_out_commands_parse() -> None:
+    from studio.__main__ import build_parser
+
+    text = section("Scaling out")
+    lines = [line.split("  #", 1)[0] for block in text.split("```bash\n")[1:]
+             for line in block.split("```", 1)[0].replace("\\\n", " ").splitlines()]
+    studio = [shlex.split(line)[3:] for line in lines if line.startswith("python -m studio ")]
+    parsed = [build_parser().parse_args(words) for words in studio]
+    assert any(a.command == "serve" and a.ray and a.address == "HEAD_IP:6379" for a in parsed)
+    assert any(a.command == "bench" and a.backend == "ray" and a.replicas == [1, 2] for a in parsed)
+    assert any(line.startswith("ray start --head") for line in lines)
+    assert any(line.startswith("ray start --address HEAD_IP:6379") for line in lines)
+    assert any(line.startswith("torchrun --nnodes 2") and "--rdzv-endpoint HEAD_IP:29400" in line for line in lines)
