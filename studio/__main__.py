@@ -153,6 +153,46 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({count} frames, {count / args.fps:.1f} s at {args.fps:g} fps)")
 
 
+def cmd_music(args: argparse.Namespace) -> None:
+    """Render a music video: the seeds' path moved by the audio, the sound muxed in, its recipe inside and beside."""
+    from studio import music
+    from studio.engine import Engine
+
+    if args.recipe:
+        try:
+            chosen = music.read_music_recipe(Path(args.recipe))
+        except recipe_mod.RecipeError as e:
+            raise UsageError(str(e)) from None
+        if not args.audio:
+            raise UsageError(f"give the audio the recipe was made from with --audio ({chosen.audio_name!r})")
+    elif not args.seeds or not args.audio:
+        raise UsageError("give --audio FILE and --seeds such as 1,5,9 (or --recipe of an earlier video)")
+    else:
+        zoo.model_config(args.model)  # an unknown or over-long name: ModelUnavailable, in words
+        direction = None if args.pulse_direction == "random" else _whole(args.pulse_direction, "--pulse-direction")
+        mapping = music.Mapping(args.pace, args.per, args.tempo, args.beats_per_bar, args.mode, args.pulse,
+                                args.pulse_decay, direction, args.pulse_seed, args.motion, args.harmony,
+                                args.harmony_to)
+    # The same engine as the studio; a whole song may take many minutes on a CPU: no timeout for a batch job.
+    with Engine(timeout_s=24 * 3600) as engine:
+        if not args.recipe:
+            keyframes = generate_recipes(args, engine.model(args.model).weights_sha256)
+            chosen = music.recipe_for(keyframes, Path(args.audio), args.start, args.duration, args.fps, args.size,
+                                      mapping)
+        done = music.render(engine, chosen, Path(args.audio), Path(args.out))
+    sidecar = music.write_sidecar(Path(args.out), chosen)
+    print(f"wrote {args.out} ({done.frames} frames, {done.frames / chosen.fps:.1f} s at {chosen.fps:g} fps, with "
+          f"sound; {done.seconds / (done.frames / chosen.fps):.2f} s of rendering per second) and its recipe {sidecar}")
+
+
+def _whole(text: str, what: str) -> int:
+    """``text`` as a whole number, or a UsageError naming ``what``."""
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: give a whole number or random") from None
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
     """Turn image files, folders and zip archives into a named data set; print what was kept and rejected."""
     import json
@@ -414,6 +454,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output side in pixels, a multiple of the model's resolution (default: the resolution)")
     p.add_argument("--out", required=True, help="the animation file: NAME.gif or NAME.mp4")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("music", help="a music video: a path through seeds' images that moves with an audio file",
+                       description="Render an H.264 MP4 with the audio muxed in: the keyframes follow one another at "
+                                   "a pace, the audio's energy sets the speed (motion), its onsets push the picture "
+                                   "along a direction (pulse) and its chroma blends the classes of a conditional model "
+                                   "or moves slider directions (harmony). The recipe goes into the MP4's comment and "
+                                   "beside it as OUT.json; --recipe renders the same video again. Audio: any file "
+                                   "ffmpeg reads (WAV, MP3, FLAC, OGG, M4A), at most 10 minutes (or an excerpt).")
+    p.add_argument("--audio", help="the audio file")
+    p.add_argument("--seeds", help="the keyframes' seeds in path order, such as 1,5,9")
+    add_recipe_arguments(p)
+    p.add_argument("--recipe", help="render again from a music recipe: the OUT.json or the MP4 a render wrote "
+                                    "(with the same --audio)")
+    p.add_argument("--start", type=float, default=0.0, help="where the excerpt starts, in seconds (default 0)")
+    p.add_argument("--duration", type=float, help="the excerpt's length in seconds (default: to the end)")
+    p.add_argument("--fps", type=float, default=24, help="frames per second, 1 to 60 (default 24)")
+    p.add_argument("--size", type=int, default=None,
+                   help="output side in pixels, a multiple of the model's resolution (default: the resolution)")
+    p.add_argument("--pace", type=float, default=12,
+                   help="keyframes per minute, or per bar with --per bar (default 12)")
+    p.add_argument("--per", choices=["minute", "bar", "song"], default="minute",
+                   help="the pace's unit; song spreads the keyframes once over the excerpt (default minute)")
+    p.add_argument("--tempo", type=float, help="beats per minute for --per bar (default: estimated from the onsets)")
+    p.add_argument("--beats-per-bar", type=int, default=4, help="beats in a bar (default 4)")
+    p.add_argument("--mode", choices=["lerp", "slerp"], default="slerp", help="interpolation in z (default slerp)")
+    p.add_argument("--pulse", type=float, default=1.5,
+                   help="how far an onset pushes the picture, in slider units, 0 to 5 (default 1.5)")
+    p.add_argument("--pulse-decay", type=float, default=0.15, help="seconds for a pulse to fall to half (default 0.15)")
+    p.add_argument("--pulse-direction", default="0",
+                   help="the slider direction the pulse pushes along, or random (default 0, the strongest)")
+    p.add_argument("--pulse-seed", type=int, default=0, help="seed of the random pulse direction (default 0)")
+    p.add_argument("--motion", type=float, default=0.5,
+                   help="0: a steady pace; 1: the speed follows the loudness (default 0.5)")
+    p.add_argument("--harmony", type=float, default=0.5,
+                   help="0: the keyframes' own classes; 1: the classes (or directions) the chroma picks (default 0.5)")
+    p.add_argument("--harmony-to", choices=["auto", "classes", "directions"], default="auto",
+                   help="what harmony moves; auto: classes on a conditional model, else slider directions")
+    p.add_argument("--out", required=True, help="the video: NAME.mp4 (its recipe goes beside it as NAME.json)")
+    p.set_defaults(func=cmd_music)
 
     p = sub.add_parser("ingest", help="make a data set from image files, folders and zip archives",
                        description="Check, square, resize and de-duplicate images (PNG, JPEG, WebP, BMP, TIFF, GIF; "

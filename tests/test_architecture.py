@@ -23,17 +23,19 @@ FLOORS = {
     "latent": 2, "augment": 2, "media": 2, "metrics": 2, "bending": 2, "precision": 2, "audio": 2,
     "zoo": 3,
     "sampling": 4, "recipe": 4, "train": 4, "data": 4, "directions": 4, "remix": 4, "projection": 4,
-    "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5,
+    "engine": 5, "jobs": 5, "hub": 5, "animation": 5, "loadtest": 5, "bench": 5, "music": 5,
     "ray_backend": 5,
     "ui.owners": 6, "ui.scratch": 6, "ui.files": 6, "ui.errors": 6, "ui.controls": 6, "ui.explore_logic": 6,
-    "ui.interpolate_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6, "ui.project_logic": 6,
-    "ui.explore": 7, "ui.interpolate": 7, "ui.finetune": 7, "ui.share": 7, "ui.engine_panel": 7,
+    "ui.interpolate_logic": 6, "ui.music_logic": 6, "ui.finetune_logic": 6, "ui.share_logic": 6,
+    "ui.project_logic": 6,
+    "ui.explore": 7, "ui.interpolate": 7, "ui.music": 7, "ui.finetune": 7, "ui.share": 7, "ui.engine_panel": 7,
     "ui": 8, "__main__": 8, "bench_parser": 8,
 }
 # Modules that may import Gradio at their top: the tabs' layout and wiring, and the studio they make.
-GRADIO_MODULES = {"ui", "ui.explore", "ui.interpolate", "ui.finetune", "ui.share", "ui.engine_panel", "ui.controls"}
+GRADIO_MODULES = {"ui", "ui.explore", "ui.interpolate", "ui.music", "ui.finetune", "ui.share", "ui.engine_panel",
+                  "ui.controls"}
 TAB_BUILDERS = {"ui/explore.py": "build_explore_tab", "ui/interpolate.py": "build_interpolate_tab",
-                "ui/finetune.py": "build_finetune_tab", "ui/share.py": "build_share_tab"}
+                "ui/music.py": "build_music_tab", "ui/finetune.py": "build_finetune_tab", "ui/share.py": "build_share_tab"}
 MAX_BUILDER_LINES = 120
 
 

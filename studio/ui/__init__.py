@@ -16,6 +16,7 @@ from studio.ui.engine_panel import build_engine_panel  # noqa: E402
 from studio.ui.explore import build_explore_tab  # noqa: E402
 from studio.ui.finetune import build_finetune_tab  # noqa: E402
 from studio.ui.interpolate import build_interpolate_tab  # noqa: E402
+from studio.ui.music import build_music_tab  # noqa: E402
 from studio.ui.owners import browser_secret, is_shared, new_owner  # noqa: E402
 from studio.ui.share import build_share_tab  # noqa: E402
 
@@ -68,6 +69,8 @@ def build_studio(engine: Engine, manager: JobManager, shared: bool = False) -> g
                 build_explore_tab(demo, engine, keyframes)
             with gr.Tab("Interpolate", id="interpolate-tab"):
                 build_interpolate_tab(demo, engine, keyframes)
+            with gr.Tab("Music", id="music-tab"):
+                build_music_tab(demo, engine, keyframes)
             with gr.Tab("Fine-tune", id="finetune-tab"):
                 build_finetune_tab(demo, engine, manager, owner, shared)
             with gr.Tab("Share", id="share-tab"):
