@@ -229,6 +229,24 @@ def _slider_layout(ui: SimpleNamespace) -> None:
             ui.rows.append(row)
 
 
+def _wire_keeping(ui: SimpleNamespace, keyframes: gr.State) -> None:
+    """Connect "Keep" (the favourites) and "Add as keyframe" (the Interpolate tab's ``keyframes``)."""
+    @shown_to_user
+    def keep(path: str | None, items: list, recipe_json: str) -> tuple[list, Any]:
+        items = logic.kept(items, path, recipe_json)
+        return items, gr.update(value=items, visible=True)
+
+    ui.keep.click(keep, [ui.image, ui.kept, ui.recipe_text], [ui.kept, ui.favourites], **PRIVATE)
+
+    @shown_to_user
+    def add_keyframe(frames: list[str], recipe_json: str) -> list[str]:
+        frames = logic.with_keyframe(frames, recipe_json)
+        gr.Info(f"Keyframe {len(frames)} added: see the Interpolate tab.")
+        return frames
+
+    ui.add_key.click(add_keyframe, [keyframes, ui.recipe_text], keyframes, **PRIVATE)
+
+
 def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> None:
     """Lay out the Explore tab inside ``demo``, wire it to ``engine``; "add as keyframe" feeds ``keyframes``."""
     files = ImageFiles()
@@ -333,20 +351,7 @@ def build_explore_tab(demo: gr.Blocks, engine: Engine, keyframes: gr.State) -> N
     for button, delta in ((ui.back, -1), (ui.forward, 1)):
         settle(button.click(lambda hist, d=delta: step(hist, d), ui.history, [ui.history, *shown], **PRIVATE))
 
-    @shown_to_user
-    def keep(path: str | None, items: list, recipe_json: str) -> tuple[list, Any]:
-        items = logic.kept(items, path, recipe_json)
-        return items, gr.update(value=items, visible=True)
-
-    ui.keep.click(keep, [ui.image, ui.kept, ui.recipe_text], [ui.kept, ui.favourites], **PRIVATE)
-
-    @shown_to_user
-    def add_keyframe(frames: list[str], recipe_json: str) -> list[str]:
-        frames = logic.with_keyframe(frames, recipe_json)
-        gr.Info(f"Keyframe {len(frames)} added: see the Interpolate tab.")
-        return frames
-
-    ui.add_key.click(add_keyframe, [keyframes, ui.recipe_text], keyframes, **PRIVATE)
+    _wire_keeping(ui, keyframes)
     # The first image appears on page load, not at build time, so launching never waits for a model;
     # the model list is read again then, so models added since launch (fine-tunes) can be picked.
     settle(demo.load(lambda name, method: [gr.update(choices=zoo.model_names()), *labels(name, method)],
