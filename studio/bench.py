@@ -28,6 +28,9 @@ the same engine, against an idle engine.
 ``dedup``: the near-duplicate rule of ingestion, luminance-only (old) against structure and colour
 (new): distinct works sharing a composition flagged as copies (false merges), and true near copies caught.
 
+``music``: seconds of rendering per second of music video (a synthetic song, the default mapping), and
+the engine's frames per second while it drew the frames.
+
 ``startup``: seconds from ``python app.py`` to the first image shown in a real Chromium.
 """
 
@@ -615,3 +618,42 @@ def cmd_bench_project(args: argparse.Namespace) -> None:
               f"(best random seed {row['best_seed_psnr_db']:5.2f} dB)")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "steps": args.steps, "results": rows}, indent=2) + "\n")
+
+
+def music_track(path: Path, seconds: float, bpm: float = 120.0, rate: int = 44100) -> Path:
+    """Write a synthetic song as a WAV: a kick on every beat over a chord that changes each bar (A minor, F, C, G)."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    chords = [(220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (261.63, 329.63, 392.0), (196.0, 246.94, 293.66)]
+    bar = (t // (4 * 60 / bpm)).astype(int) % len(chords)
+    x = sum(0.1 * np.sin(2 * np.pi * np.array([c[i] for c in chords])[bar] * t) for i in range(3))
+    since_beat = t % (60 / bpm)
+    x = x + 0.6 * np.sin(2 * np.pi * 60 * since_beat) * np.exp(-since_beat / 0.05)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def cmd_bench_music(args: argparse.Namespace) -> None:
+    """Print seconds of rendering per second of music video, and the engine's frames per second while rendering."""
+    from studio import music
+    from studio.recipe import Recipe
+
+    with Engine(timeout_s=3600) as engine, tempfile.TemporaryDirectory() as tmp:
+        model = engine.model(args.model)
+        sound = music_track(Path(tmp) / "song.wav", args.seconds)
+        keyframes = [Recipe(args.model, model.weights_sha256, seed) for seed in range(4)]
+        recipe = music.recipe_for(keyframes, sound, fps=args.fps)
+        runs = [music.render(engine, recipe, sound, Path(tmp) / f"{i}.mp4") for i in range(args.repeats + 1)][1:]
+    per_second = statistics.median(r.seconds / args.seconds for r in runs)
+    print(f"{args.model} ({model.config.resolution} px) on {engine.device}: a {args.seconds:g} s music video at "
+          f"{args.fps:g} fps ({runs[0].frames} frames, default mapping), median of {args.repeats} renders after a "
+          "warm-up")
+    print(f"  {per_second:.2f} s of rendering per second of video ({statistics.median(r.seconds for r in runs):.1f} s "
+          f"per render: analysis, drawing, encoding, muxing)")
+    print(f"  engine: {statistics.median(r.engine_fps for r in runs):.0f} frames/s while drawing "
+          f"({statistics.median(r.drawing_seconds / r.seconds for r in runs):.0%} of the render)")

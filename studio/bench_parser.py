@@ -160,6 +160,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_positive(int), default=128, help="random seeds to compare with (default 128)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=_lazy("bench", "cmd_bench_project"))
+    p = kinds.add_parser("music", help="seconds of rendering per second of music video; engine frames/s",
+                         description="Render a synthetic song (a kick on every beat, a chord each bar) as a music "
+                         "video with the default mapping through the engine; print the median seconds of rendering "
+                         "per second of video and the engine's frames per second while it drew.")
+    _model_argument(p)
+    p.add_argument("--seconds", type=_positive(float), default=10.0, help="length of the video (default 10)")
+    p.add_argument("--fps", type=_positive(float), default=24.0, help="frames per second (default 24)")
+    p.add_argument("--repeats", type=_positive(int), default=3, help="timed renders after a warm-up (default 3)")
+    p.set_defaults(func=_lazy("bench", "cmd_bench_music"))
     _add_api_parser(kinds)
 
 
