@@ -7,12 +7,17 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio import bending, latent, zoo
 from studio import recipe as recipe_mod
 from studio.bench_parser import add_parser as add_bench_parser
+from studio.precision import REQUESTS
 from studio.projection import DEFAULT_STEPS
 from studio.storage import MAX_NAME_LENGTH
+
+if TYPE_CHECKING:
+    from studio.engine import Engine
 
 
 class UsageError(Exception):
@@ -116,8 +121,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
                 raise UsageError(str(e)) from None
         else:
             recipes = generate_recipes(args, model.weights_sha256)
+        recipes = [recipe_mod.stamped(r, drawn_in(engine, args)) for r in recipes]
         first = recipes[0]
-        request = recipe_mod.request_for(first)
+        request = recipe_mod.request_for(first, args.precision)
         images = engine.generate(replace(request, seeds=tuple(r.seed for r in recipes)))
     if args.out:
         if len(images) == 1:  # a single image is saved as itself, recipe included
@@ -148,7 +154,8 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     with Engine(timeout_s=24 * 3600) as engine:
         recipes = generate_recipes(args, engine.model(args.model).weights_sha256)
         # Streamed from the engine into the file: a long path is never all in memory.
-        animation.export(Path(args.out), animation.draw_frames(engine, recipes, options), args.fps, args.size)
+        frames = animation.draw_frames(engine, recipes, options, precision=args.precision)
+        animation.export(Path(args.out), frames, args.fps, args.size)
     count = len(options.times(keyframes))
     print(f"wrote {args.out} ({count} frames, {count / args.fps:.1f} s at {args.fps:g} fps)")
 
@@ -353,8 +360,8 @@ def cmd_project(args: argparse.Namespace) -> None:
         model = engine.model(args.model)
         found = projection.project(model, target, steps=args.steps, class_name=args.class_name, seed=args.seed,
                                    w_plus=args.w_plus)
-        recipe = found.recipe(model, args.seed)
-        image = engine.generate(recipe_mod.request_for(recipe))[0]
+        recipe = recipe_mod.stamped(found.recipe(model, args.seed), drawn_in(engine, args))
+        image = engine.generate(recipe_mod.request_for(recipe, args.precision))[0]
     seconds = time.perf_counter() - start
     psnr = projection.psnr(image, target)
     recipe_mod.save_with_recipe(Path(args.out), image, recipe)
@@ -387,6 +394,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # stops the Ray it started on its way out.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         launch(host=args.host, port=args.port, engine=engine)
+
+
+def drawn_in(engine: Engine, args: argparse.Namespace) -> str:
+    """The precision ``--precision`` draws ``--model`` in: "fp32" when exact, else the engine's choice."""
+    return "fp32" if args.precision == "exact" else engine.precision_for(args.model).name
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--precision``: exact fp32 (the default) or the engine's fast precision."""
+    p.add_argument("--precision", choices=REQUESTS, default="exact",
+                   help="exact: fp32, the same pixels on every machine (default); fast: the precision the studio "
+                        "chose for this device (bf16 or fp16 where native and faster), as its interactive views draw")
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
@@ -437,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the image here (several seeds: one grid PNG)")
     p.add_argument("--out-dir", help="write one PNG per seed (seed0005.png) into this folder")
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: square-ish)")
+    add_precision_argument(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("interpolate", help="animate a path through seeds' images (GIF or MP4)",
@@ -453,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None,
                    help="output side in pixels, a multiple of the model's resolution (default: the resolution)")
     p.add_argument("--out", required=True, help="the animation file: NAME.gif or NAME.mp4")
+    add_precision_argument(p)
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("music", help="a music video: a path through seeds' images that moves with an audio file",
@@ -623,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-plus", action="store_true", help="StyleGAN2: one w per style layer (closer, less editable)")
     p.add_argument("--out", required=True, help="the PNG to write (recipe inside)")
     p.add_argument("--json", help="also write PSNR against the target, steps and seconds as JSON")
+    add_precision_argument(p)
     p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("models", help="list the models", description="List models: resolution, classes, licence.")

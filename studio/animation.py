@@ -168,8 +168,11 @@ def _bends_between(a: tuple[Bend, ...], b: tuple[Bend, ...], t: float) -> tuple[
                  else (x if t < 0.5 else y) for x, y in zip(a, b))
 
 
-def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1) -> Iterator[np.ndarray]:
+def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions, step: int = 1,
+                precision: str = "exact") -> Iterator[np.ndarray]:
     """Every ``step``-th ``[H, W, 3]`` uint8 frame of the path through ``recipes`` (from the first), in order.
+
+    ``precision``: "exact" (fp32: exports) or "fast" (the engine's chosen precision: previews).
 
     Frames are drawn in background engine requests of at most ``FRAMES_PER_REQUEST`` (or
     ``FRAMES_WHILE_DRAWING`` while someone draws), each only when the previous ones have been used:
@@ -183,11 +186,12 @@ def draw_frames(engine: Engine, recipes: Sequence[Recipe], options: PathOptions,
     noise = recipes[0].noise_seed  # fine detail that changed from frame to frame would flicker
     bends = frame_bends(recipes, options)[::step] if any(r.bends for r in recipes) else None
     # One blend of the weights for the whole path (the first keyframe's): each blend is a pass of its own.
-    return _drawn(engine, Request(recipes[0].model, z=z[::step], c=None if c is None else c[::step],
-                                  noise_seed=noise, frame_bends=bends, tuned=recipes[0].tuned, background=True))
+    return drawn_frames(engine, Request(recipes[0].model, z=z[::step], c=None if c is None else c[::step],
+                                  noise_seed=noise, frame_bends=bends, tuned=recipes[0].tuned, precision=precision,
+                                  background=True))
 
 
-def _drawn(engine: Engine, frames: Request) -> Iterator[np.ndarray]:
+def drawn_frames(engine: Engine, frames: Request) -> Iterator[np.ndarray]:
     """``frames``' images, a few engine requests at a time."""
     start, z, c, bends = 0, frames.z, frames.c, frames.frame_bends
     while start < len(z):

@@ -56,7 +56,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from studio import directions, media, zoo
-from studio.engine import Engine, default_device, generate_unbatched, prepare, run_generator
+from studio.engine import Engine, default_device, generate_unbatched, precision_of, prepare, run_generator
 from studio.models.folder import ModelConfig, build_generator
 from studio.projection import project, psnr
 from studio.recipe import request_for
@@ -96,13 +96,13 @@ def _sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def ceiling_img_s(model: LoadedModel, seconds: float) -> float:
-    """Images per second of back-to-back batch-64 passes (no queue, no clients)."""
+def ceiling_img_s(model: LoadedModel, seconds: float, dtype: torch.dtype | None = None) -> float:
+    """Images per second of back-to-back batch-64 passes (no queue, no clients) in ``dtype`` (None: fp32)."""
     inputs = request_inputs(model, Request(model.name, tuple(range(CEILING_BATCH))))
-    run_generator(model, inputs)  # warm-up
+    run_generator(model, inputs, dtype)  # warm-up
     images, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        run_generator(model, inputs)  # returns host arrays, so each pass has finished
+        run_generator(model, inputs, dtype)  # returns host arrays, so each pass has finished
         images += CEILING_BATCH
     return images / (time.perf_counter() - start)
 
@@ -140,19 +140,21 @@ def _percentiles_ms(latencies: list[float]) -> tuple[float, float]:
 
 
 def naive_drawer(model: LoadedModel) -> Callable[[int], object]:
-    """One image per call on the caller's thread, serialized by a lock as a plain handler would be."""
+    """One image per call on the caller's thread, in the chosen precision, serialized by a lock as a plain
+    handler would be."""
     lock = threading.Lock()
+    dtype = precision_of(model).dtype
 
     def draw(seed: int) -> object:
         with lock:
-            return generate_unbatched(model, [seed])
+            return generate_unbatched(model, [seed], dtype=dtype)
 
     return draw
 
 
 def engine_drawer(engine: Engine, name: str) -> Callable[[int], object]:
-    """One single-image request per call, through ``engine``."""
-    return lambda seed: engine.generate(Request(name, (seed,)))
+    """One single-image request per call, through ``engine``, in its fast precision (as the studio's views)."""
+    return lambda seed: engine.generate(Request(name, (seed,), precision="fast"))
 
 
 def bench_engine(name: str, clients: list[int], seconds: float, device: torch.device) -> dict:
@@ -161,7 +163,12 @@ def bench_engine(name: str, clients: list[int], seconds: float, device: torch.de
     result: dict = {"device": str(device), "model": name}
     result["gflop_per_img"] = gflop_per_image(model)
     result["matmul_gflop_s"] = matmul_gflop_s(device=device)
-    result["ceiling_img_s"] = ceiling_img_s(model, seconds)
+    chosen = precision_of(model)
+    result["precision"], result["precision_reason"] = chosen.name, chosen.reason
+    result["ceiling_fp32_img_s"] = ceiling_img_s(model, seconds)
+    # In the chosen precision: what the engine's fast requests can reach (the same figure where it is fp32).
+    fast = ceiling_img_s(model, seconds, chosen.dtype) if chosen.dtype else result["ceiling_fp32_img_s"]
+    result["ceiling_img_s"] = fast
     result["clients"] = {}
     with Engine(str(device), loader=lambda _name, _device: model) as engine:
         for n in clients:
@@ -196,10 +203,12 @@ def format_report(result: dict) -> str:
     lines += [
         "",
         f"model {result['model']} on {result['device']}",
-        f"ceiling (batch {CEILING_BATCH}): {result['ceiling_img_s']:.1f} img/s",
+        f"precision {result['precision']} ({result['precision_reason']})",
+        f"ceiling (batch {CEILING_BATCH}): {result['ceiling_img_s']:.1f} img/s in {result['precision']}, "
+        f"{result['ceiling_fp32_img_s']:.1f} in fp32 ({result['ceiling_img_s'] / result['ceiling_fp32_img_s']:.2f}x)",
         f"roofline: {result['gflop_per_img']:.3f} GFLOP/img, fp32 matmul {result['matmul_gflop_s']:.1f} GFLOP/s "
         f"-> {bound:.1f} img/s if convolutions ran at matmul speed; the ceiling reaches "
-        f"{result['ceiling_img_s'] / bound:.0%} of that",
+        f"{result['ceiling_fp32_img_s'] / bound:.0%} of that in fp32",
     ]
     return "\n".join(lines)
 
@@ -252,14 +261,14 @@ def cmd_bench_engine(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
-def forward_ms_per_image(model: LoadedModel, batch: int, repeats: int) -> float:
-    """Median milliseconds per image over ``repeats`` timed passes of ``batch`` images."""
+def forward_ms_per_image(model: LoadedModel, batch: int, repeats: int, dtype: torch.dtype | None = None) -> float:
+    """Median milliseconds per image over ``repeats`` timed passes of ``batch`` images in ``dtype`` (None: fp32)."""
     inputs = request_inputs(model, Request(model.name, tuple(range(batch))))
-    run_generator(model, inputs)  # warm-up
+    run_generator(model, inputs, dtype)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_generator(model, inputs)
+        run_generator(model, inputs, dtype)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000 / batch
 
@@ -272,17 +281,47 @@ def random_stylegan2(resolution: int, device: torch.device) -> LoadedModel:
     return LoadedModel(f"stylegan2 config-f {resolution}px (random)", config, generator, Path("."))
 
 
+def forward_table(model: LoadedModel, batches: list[int], repeats: int, matmul: float, fast: bool) -> list[str]:
+    """Lines of ms per image at each batch in each layout (fused and not, for a family that has it), each with
+    its share of the roofline: achieved GFLOP/s over the measured fp32 matmul rate."""
+    gflop = gflop_per_image(model)
+    variants: dict[str, Callable[[], None]] = {"default": lambda: None, "channels_last": lambda: prepare(model)}
+    fuse = getattr(model.generator, "fuse", None)  # a style family's grouped modulated convolution
+    if fuse is not None:
+        variants["fused, channels_last"] = lambda: fuse(True)
+        variants["fused, default"] = lambda: (fuse(True), model.generator.to(memory_format=torch.contiguous_format))
+    times: dict[str, dict[int, float]] = {}
+    for name, apply in variants.items():
+        apply()
+        dtype = precision_of(model).dtype if fast else None
+        times[name] = {b: forward_ms_per_image(model, b, repeats, dtype) for b in batches}
+    if fuse is not None:
+        fuse(False)
+    drawn_in = precision_of(model).name if fast else "fp32"
+    lines = [f"{model.name}: {gflop:.2f} GFLOP per image, {drawn_in}; ms per image (share of the roofline)"]
+    lines.append(f"{'batch':>6}" + "".join(f"  {name:>22}" for name in times))
+    for b in batches:
+        cells = [f"{t[b]:9.1f} ({gflop / (t[b] / 1000) / matmul:4.0%})" for t in times.values()]
+        lines.append(f"{b:>6}" + "".join(f"  {cell:>22}" for cell in cells))
+    return lines
+
+
 def cmd_bench_forward(args: argparse.Namespace) -> None:
-    """Print ms per image at each batch size, default layout vs the engine's, and GFLOP per image."""
+    """Print ms per image at each batch size in each layout, and each figure's share of the matmul roofline.
+
+    With ``--stylegan2 R``, a config-f StyleGAN2 at R px is measured beside ``--model``, in the same run.
+    """
     device = torch.device(args.device) if args.device else default_device()
-    model = random_stylegan2(args.stylegan2, device) if args.stylegan2 else zoo.load(args.model, device)
-    print(f"{model.name} on {device}: {gflop_per_image(model):.2f} GFLOP per image; median ms per image over "
-          f"{args.repeats} passes")
-    print(f"{'batch':>6}  {'default layout':>14}  {'engine layout':>13}")
-    plain = {b: forward_ms_per_image(model, b, args.repeats) for b in args.batches}
-    prepare(model)
-    for b in args.batches:
-        print(f"{b:>6}  {plain[b]:>14.2f}  {forward_ms_per_image(model, b, args.repeats):>13.2f}")
+    matmul = matmul_gflop_s(device=device)
+    print(f"{device}: fp32 matmul {matmul:.1f} GFLOP/s (the roofline); median of {args.repeats} passes")
+    models = [zoo.load(args.model, device)]
+    if args.stylegan2:
+        models.append(random_stylegan2(args.stylegan2, device))
+    for model in models:
+        if args.precision == "fast":
+            prepare(model)  # chooses the precision (and takes the engine's layout)
+            model.generator.to(memory_format=torch.contiguous_format)
+        print("\n".join(forward_table(model, args.batches, args.repeats, matmul, args.precision == "fast")))
 
 
 def png_cost(images: np.ndarray, repeats: int, **options: object) -> tuple[float, float]:
@@ -388,8 +427,10 @@ def cmd_bench_sliders(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_finetune(args: argparse.Namespace) -> None:
-    """Print median seconds per step and images per second for the default settings and the quick preset."""
-    from studio import train
+    """Print median seconds per step and images per second for the default settings and the quick preset, then
+    the quick preset's seconds per step and the SWD it reaches in fp32 and in bf16 autocast (labelled emulated
+    where this device has no native bf16)."""
+    from studio import metrics, precision, train
 
     resolution = zoo.model_config(args.model).resolution
     images = torch.rand(256, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -404,6 +445,16 @@ def cmd_bench_finetune(args: argparse.Namespace) -> None:
         step_s = statistics.median(times)
         print(f"  {label}, discriminator {run.d_origin}: {step_s:.2f} s/step, {config.batch / step_s:.1f} img/s, "
               f"{train.QUICK_PRESET['steps']} steps = {train.QUICK_PRESET['steps'] * step_s / 60:.1f} min")
+    config = train.TrainConfig(data="bench", out="bench", base=args.model, checkpoint_every=10**9, **quick)
+    print(f"  quick preset in each precision ({precision.for_training(default_device(), 'auto').reason}); "
+          f"SWD of {len(images)} samples against the data after {args.steps + 1} steps:")
+    for mode in ("exact", "fast"):
+        run = train.Run(config, images, mode)
+        times = [_timed(run.train_step) for _ in range(args.steps + 1)][1:]  # the first step warms up
+        native = mode == "exact" or torch.bfloat16 in precision.candidates(run.device)
+        swd = metrics.swd(run.previews(range(len(images))), images).mean
+        print(f"    {run.precision.name}{'' if native else ' (emulated: no native bf16 here)'}: "
+              f"{statistics.median(times):.2f} s/step, SWD {swd:.1f}")
 
 
 def cmd_bench_responsive(args: argparse.Namespace) -> None:
@@ -622,7 +673,7 @@ def cmd_bench_project(args: argparse.Namespace) -> None:
 
 def music_track(path: Path, seconds: float, bpm: float = 120.0, rate: int = 44100) -> Path:
     """Write a synthetic song as a WAV: a kick on every beat over a chord that changes each bar (A minor, F, C, G)."""
-    import wave
+    from studio import audio
 
     t = np.arange(int(seconds * rate)) / rate
     chords = [(220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (261.63, 329.63, 392.0), (196.0, 246.94, 293.66)]
@@ -630,12 +681,7 @@ def music_track(path: Path, seconds: float, bpm: float = 120.0, rate: int = 4410
     x = sum(0.1 * np.sin(2 * np.pi * np.array([c[i] for c in chords])[bar] * t) for i in range(3))
     since_beat = t % (60 / bpm)
     x = x + 0.6 * np.sin(2 * np.pi * 60 * since_beat) * np.exp(-since_beat / 0.05)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return audio.write_wav(path, x, rate)
 
 
 def cmd_bench_music(args: argparse.Namespace) -> None:

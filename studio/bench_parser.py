@@ -76,16 +76,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=_lazy("bench", "cmd_bench_engine"))
 
-    p = kinds.add_parser("forward", help="ms per image at several batch sizes, and GFLOP per image",
+    p = kinds.add_parser("forward", help="ms per image at several batch sizes, and the share of the roofline",
                          description="Median milliseconds per image of forward passes at each batch size, in the "
-                         "default memory layout and the engine's, and the floating-point operations of one image.")
+                         "default memory layout and the engine's (and fused modulated convolution, for a "
+                         "StyleGAN2), each with its share of the roofline: GFLOP/s achieved over the machine's "
+                         "fp32 matmul rate measured in the same run.")
     _model_argument(p)
     p.add_argument("--stylegan2", type=int, metavar="R",
-                   help="instead of --model: a StyleGAN2 of config-f's shape (512-wide z and w, 8 mapping layers, "
+                   help="beside --model: a StyleGAN2 of config-f's shape (512-wide z and w, 8 mapping layers, "
                         "channel_base 32768) at R px with random weights, built by the bench")
     p.add_argument("--batches", type=_client_counts, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--repeats", type=int, default=15, help="timed passes per batch size (default 15)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: $STUDIO_DEVICE, else cuda if present)")
+    p.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                   help="exact: fp32 (default); fast: the precision the engine chooses for each model")
     p.set_defaults(func=_lazy("bench", "cmd_bench_forward"))
 
     p = kinds.add_parser("png", help="CPU ms and KiB per drawn image's PNG: Pillow's default vs the studio's",

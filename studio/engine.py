@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio import remix, zoo
+from studio import precision, remix, zoo
 from studio.media import to_uint8
 from studio.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from studio.bending import bent
@@ -41,6 +41,7 @@ BACKGROUND_MAX_WAIT_S = 1.0
 # Fine-tuned models blended toward their base (the "base <-> fine-tuned" slider) kept in memory: the
 # slider's last few stops, so dragging back and forth blends each once. Outside the memory budget.
 TUNED_BLENDS_KEPT = 4
+PRECISION_MEMO = "precision"  # LoadedModel.memo key of prepare's precision.Choice
 
 Loader = Callable[[str, torch.device], LoadedModel]
 
@@ -61,35 +62,34 @@ class GenerationError(RuntimeError):
     """A forward pass failed; every request of that batch gets this error."""
 
 
-def _precision(device: torch.device) -> contextlib.AbstractContextManager:
-    # Half precision only where the hardware has it: on this kind of CPU bf16 is emulated and
-    # about 70x slower than fp32.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @gpu()
 @torch.inference_mode()
-def run_generator(model: LoadedModel, inputs: Inputs) -> np.ndarray:
+def run_generator(model: LoadedModel, inputs: Inputs, dtype: torch.dtype | None = None) -> np.ndarray:
     """One forward pass: drawing latents (and class vectors, noise seeds) -> ``[N, H, W, 3]`` uint8 images.
 
-    On CUDA the pass runs under fp16 autocast; elsewhere in fp32.
+    Args:
+        model: The generator to run.
+        inputs: What it draws from.
+        dtype: The autocast precision (``precision_of(model).dtype`` for a fast draw); None: exact fp32.
     """
     device = next(model.generator.parameters()).device
     c = None if inputs.c is None else inputs.c.to(device)
-    with _precision(device), bent(model.generator.bendable_layers(), inputs.bends):
+    with precision.autocast(device, dtype), bent(model.generator.bendable_layers(), inputs.bends):
         return to_uint8(model.generator.draw(inputs.latents.to(device), c, inputs.noise_seeds))
 
 
-def generate_unbatched(model: LoadedModel, seeds: Sequence[int],
-                       classes: str | Mapping[str, float] | None = None, truncation: float = 1.0) -> np.ndarray:
-    """Draw one image per seed in one forward pass, without the engine: ``[N, H, W, 3]`` uint8."""
-    return run_generator(model, request_inputs(model, Request(model.name, tuple(seeds), classes, truncation)))
+def generate_unbatched(model: LoadedModel, seeds: Sequence[int], classes: str | Mapping[str, float] | None = None,
+                       truncation: float = 1.0, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Draw one image per seed in one forward pass, without the engine: ``[N, H, W, 3]`` uint8, in ``dtype``
+    autocast (None: fp32)."""
+    inputs = request_inputs(model, Request(model.name, tuple(seeds), classes, truncation))
+    return run_generator(model, inputs, dtype)
 
 
 def prepare(model: LoadedModel) -> LoadedModel:
-    """Put ``model``'s generator (in place) into the layout the engine runs it in, and return the model.
+    """Put ``model``'s generator (in place) into the layout the engine runs it in, choose the precision of
+    its fast draws (``precision.choose``: capability, then a calibration of about a second where a reduced
+    precision is native), and return the model.
 
     channels_last makes the transposed convolutions faster, on CUDA and on the CPU too (omniart-eyes
     on a 2-core AVX2 CPU: 176 vs 134 img/s at batch 32, 53 vs 46 at batch 1). On the CPU its pixels
@@ -97,7 +97,23 @@ def prepare(model: LoadedModel) -> LoadedModel:
     default layout's by one level: compare engine output with ``generate_unbatched(prepare(model), ...)``.
     """
     model.generator.to(memory_format=torch.channels_last)
+    device = next(model.generator.parameters()).device
+
+    def draw(dtype: torch.dtype | None, n: int) -> np.ndarray:
+        return run_generator(model, request_inputs(model, Request(model.name, tuple(range(n)))), dtype)
+
+    model.memo[PRECISION_MEMO] = precision.choose(device, draw)
     return model
+
+
+def precision_of(model: LoadedModel) -> precision.Choice:
+    """The precision ``prepare`` chose for ``model``'s fast draws."""
+    return model.memo[PRECISION_MEMO]
+
+
+def request_dtype(model: LoadedModel, request: Request) -> torch.dtype | None:
+    """The autocast precision ``request`` is drawn in on ``model``: the chosen one if it asks for "fast", else fp32."""
+    return precision_of(model).dtype if request.precision == "fast" else None
 
 
 def default_device() -> torch.device:
@@ -178,6 +194,11 @@ class ModelCache:
         """The cached models, least recently used first."""
         with self._lock:
             return list(self._models)
+
+    def loaded(self) -> list[LoadedModel]:
+        """The cached models, least recently used first, without touching their order."""
+        with self._lock:
+            return [entry.model for entry in self._models.values()]
 
     def config(self, name: str) -> ModelConfig:
         """Model ``name``'s config, without loading the model: read once per identity of its folder.
@@ -430,6 +451,14 @@ class Engine:
         """
         return self.cache.config(name)
 
+    def precision_for(self, name: str) -> precision.Choice:
+        """The precision model ``name``'s fast requests are drawn in (loaded if needed), and why.
+
+        Raises:
+            zoo.ModelUnavailable: An unknown name, or weights that cannot be read.
+        """
+        return precision_of(self.cache.get(name))
+
     def quiet_for(self) -> float:
         """Seconds since the last interactive (not background) request was submitted; inf if none ever was."""
         with self._cond:
@@ -448,6 +477,8 @@ class Engine:
                 "queue_depth": self._depth,
                 "p50_ms": float(np.percentile(latencies, 50)),
                 "p95_ms": float(np.percentile(latencies, 95)),
+                "precision": "; ".join(f"{m.name}: {precision_of(m).reason}" for m in self.cache.loaded())
+                or "chosen when a model loads",
             }
 
     def close(self) -> None:
@@ -608,28 +639,32 @@ class Engine:
         return blend
 
     def _run(self, model: LoadedModel, batch: list[_Pending]) -> None:
-        """Run ``batch``, one forward pass per blend of ``model`` it asks for (``Request.tuned``; mostly one)."""
-        groups: dict[float | None, list[_Pending]] = {}
+        """Run ``batch``, one forward pass per blend of ``model`` (``Request.tuned``) and precision it asks for.
+
+        Mostly one pass: "fast" and "exact" requests share one where the chosen precision is fp32.
+        """
+        groups: dict[tuple[float | None, torch.dtype | None], list[_Pending]] = {}
         for pending in batch:
-            groups.setdefault(pending.request.tuned, []).append(pending)
-        for alpha, group in groups.items():
+            key = (pending.request.tuned, request_dtype(model, pending.request))
+            groups.setdefault(key, []).append(pending)
+        for (alpha, dtype), group in groups.items():
             try:
                 drawn = model if alpha is None else self._toward_tuned(model, alpha)
             except Exception as e:  # no base, or a base that cannot load: these requests fail, in words
                 for pending in group:
                     _resolve(pending, error=e)
                 continue
-            self._run_pass(drawn, group)
+            self._run_pass(drawn, group, dtype)
 
-    def _run_pass(self, model: LoadedModel, batch: list[_Pending]) -> None:
-        """Run ``batch`` as one forward pass of ``model`` and hand out the images."""
+    def _run_pass(self, model: LoadedModel, batch: list[_Pending], dtype: torch.dtype | None) -> None:
+        """Run ``batch`` as one forward pass of ``model`` in ``dtype`` (None: fp32) and hand out the images."""
         inputs = self._inputs(model, batch)
         if not inputs:
             return
         live = [pending for pending, _ in inputs]
         batch_inputs = Inputs.cat([one for _, one in inputs])
         try:
-            images = self._forward(model, batch_inputs)
+            images = self._forward(model, batch_inputs, dtype)
         except Exception as e:
             for pending in live:
                 _resolve(pending, error=_generation_error(model.name, e))
@@ -656,13 +691,13 @@ class Engine:
                 _resolve(pending, error=e)
         return inputs
 
-    def _forward(self, model: LoadedModel, inputs: Inputs) -> np.ndarray:
+    def _forward(self, model: LoadedModel, inputs: Inputs, dtype: torch.dtype | None) -> np.ndarray:
         """Images for all of ``inputs`` in passes of at most ``max_batch``, halving them on CUDA out-of-memory."""
         chunk = self.max_batch
         while True:
             try:
                 return np.concatenate([
-                    run_generator(model, inputs[i : i + chunk]) for i in range(0, max(len(inputs), 1), chunk)
+                    run_generator(model, inputs[i : i + chunk], dtype) for i in range(0, max(len(inputs), 1), chunk)
                 ])
             except torch.cuda.OutOfMemoryError:
                 if chunk == 1:

@@ -15,7 +15,7 @@ import re
 import struct
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -130,6 +130,8 @@ class Recipe:
         latent: A latent found by projection, drawn instead of the seed's (left out of the JSON when None).
         tuned: For a fine-tuned model, its weights blended from its base model's (0) to its own (1), the
             base named by its lineage; None = its own weights (and left out of the JSON).
+        precision: The reduced precision the image was drawn in ("bf16" or "fp16", an interactive view's
+            fast draw); None = exact fp32 (and left out of the JSON). Replays draw in fp32 unless asked.
     """
 
     model: str
@@ -146,6 +148,7 @@ class Recipe:
     bends: tuple[Bend, ...] = ()
     latent: Latent | None = None
     tuned: float | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in words, any state no image can be drawn from: every number finite and in range.
@@ -181,6 +184,9 @@ class Recipe:
                 raise ValueError("latent must be a Latent")
             if self.tuned is not None:
                 latent.check_number(self.tuned, "the base <-> fine-tuned blend", 0.0, 1.0)
+            if self.precision not in (None, *REDUCED):
+                raise ValueError(f"precision is one of {', '.join(REDUCED)} or left out (fp32), not "
+                                 f"{_excerpt(self.precision)}")
             if (self.mix_seed is None) != (self.mix_layers is None):
                 raise ValueError("style mixing needs both a seed and its layers (mix_seed, mix_layers)")
         except ValueError as e:
@@ -227,13 +233,15 @@ class Recipe:
                 bends=tuple(Bend.from_dict(b) for b in _typed(d, "bends", list)) if "bends" in d else (),
                 latent=Latent.from_dict(d["latent"]) if d.get("latent") is not None else None,
                 tuned=_typed(d, "tuned", (int, float)) if d.get("tuned") is not None else None,
+                precision=_typed(d, "precision", str) if d.get("precision") is not None else None,
             )
         except (ValueError, TypeError) as e:
             raise RecipeError(f"invalid recipe: {e}") from None
 
 
 STYLE_FIELDS = ("edit_layers", "mix_seed", "mix_layers", "noise_seed")
-OPTIONAL_FIELDS = (*STYLE_FIELDS, "tuned")  # left out of the JSON when None, so older recipes read unchanged
+REDUCED = ("bf16", "fp16")  # the precisions a recipe records; fp32 is recorded by leaving the field out
+OPTIONAL_FIELDS = (*STYLE_FIELDS, "tuned", "precision")  # left out of the JSON when None, so older recipes read unchanged
 
 
 def _check_int_seed(seed: object) -> None:
@@ -401,13 +409,21 @@ def _inflate(data: bytes) -> bytes:
     return text
 
 
-def request_for(recipe: Recipe) -> Request:
-    """The request that draws ``recipe``'s image."""
+def request_for(recipe: Recipe, precision: str = "exact") -> Request:
+    """The request that draws ``recipe``'s image, in fp32 ("exact") or the engine's fast precision ("fast").
+
+    The precision the recipe records is not replayed: a replay is exact unless ``precision`` says otherwise.
+    """
     mix = None if recipe.mix_seed is None else (recipe.mix_seed, *recipe.mix_layers)
     return Request(recipe.model, (recipe.seed,), dict(recipe.classes) or None, recipe.truncation,
                    tuple(sorted(recipe.edits.items())), recipe.directions, recipe.edit_layers, mix, recipe.noise_seed,
                    bends=recipe.bends, start=None if recipe.latent is None else recipe.latent.tensor(),
-                   tuned=recipe.tuned)
+                   tuned=recipe.tuned, precision=precision)
+
+
+def stamped(recipe: Recipe, drawn_in: str) -> Recipe:
+    """``recipe`` recording the precision its image was drawn in: "fp32" leaves the field out."""
+    return replace(recipe, precision=None if drawn_in == "fp32" else drawn_in)
 
 
 def check_weights(recipe: Recipe, model: LoadedModel) -> None:

@@ -16,6 +16,7 @@ import torch
 from studio import directions, latent
 from studio.bending import MAX_BENDS, Bend
 from studio.bending import check as check_bends
+from studio.precision import REQUESTS
 from studio.zoo import LoadedModel
 
 
@@ -46,6 +47,9 @@ class Request:
         frame_bends: With ``z``: each image's own bends (animation frames); None = ``bends`` for all.
         tuned: For a fine-tuned model, its weights blended from its base model's (0) to its own (1), in
             memory (the "base <-> fine-tuned" slider); None = its own weights.
+        precision: "fast": drawn in the precision the engine chose for the device (bf16 or fp16 where
+            native and faster; the interactive views); "exact": in fp32 (downloads, exports, the command
+            line, replays).
         background: Part of a long job (an animation's frames): the engine runs it in a pass of its
             own once no interactive request for its model waits, or with them after
             ``engine.BACKGROUND_MAX_WAIT_S``.
@@ -66,6 +70,7 @@ class Request:
     bends: tuple[Bend, ...] = ()
     frame_bends: tuple[tuple[Bend, ...], ...] | None = None
     tuned: float | None = None
+    precision: str = "exact"
     background: bool = False
 
     def __post_init__(self) -> None:
@@ -90,6 +95,8 @@ class Request:
                 latent.check_finite(tensor, what)
         if len(self.bends) > MAX_BENDS:
             raise ValueError(f"at most {MAX_BENDS} bends at once, not {len(self.bends)}")
+        if self.precision not in REQUESTS:
+            raise ValueError(f"precision must be one of {', '.join(REQUESTS)}, not {self.precision!r}")
         if self.frame_bends is not None and (self.z is None or len(self.frame_bends) != len(self.z)):
             raise ValueError("frame bends go with explicit latents, one stack per image")
 

@@ -9,6 +9,7 @@ share of every batch and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -28,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from studio import latent, zoo
+from studio import latent, precision, zoo
 from studio.augment import POLICIES, diff_augment
 from studio.media import to_uint8
 from studio.models.folder import (
@@ -263,7 +264,15 @@ def gradient_norms(d: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> tor
 class Run:
     """The state of one training run (networks, optimisers, random generators) and its steps."""
 
-    def __init__(self, config: TrainConfig, images: torch.Tensor) -> None:
+    def __init__(self, config: TrainConfig, images: torch.Tensor, precision_mode: str | None = None) -> None:
+        """Build the networks and optimisers.
+
+        Args:
+            config: The run's settings.
+            images: The data set ``[N, 3, R, R]`` in [-1, 1], on the CPU.
+            precision_mode: "auto", "exact" or "fast" (see ``precision.for_training``); None reads
+                ``$STUDIO_PRECISION``.
+        """
         self.config = config
         self.rank, self.world = _world()
         self.device = _device(self.rank)
@@ -285,8 +294,9 @@ class Run:
         self.augment = config.augment == "on" or (config.augment == "auto" and len(images) < AUGMENT_BELOW)
         names = self.model_config.class_names
         self.c = latent.class_vector(config.class_name, names) if self.model_config.num_classes else None
-        # bf16 autocast on GPUs that have it (no loss scaling needed); fp32 on the CPU, where bf16 is emulated.
-        self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # bf16 autocast where the device has it natively (no loss scaling needed), fp32 master weights, losses
+        # and R1 penalty; fp32 throughout elsewhere (bf16 is emulated, and far slower, on AVX2-only CPUs).
+        self.precision = precision.for_training(self.device, precision_mode)
         self.step = 0
 
     def _networks(self, resolution: int) -> tuple[ModelConfig, nn.Module, nn.Module, str]:
@@ -326,8 +336,8 @@ class Run:
         # them in place between the passes that R1's double backward needs.
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
-    def _ctx(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+    def _ctx(self) -> contextlib.AbstractContextManager:
+        return precision.autocast(self.device, self.precision.dtype)
 
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.config.augment_policy, self.aug_gen) if self.augment else x

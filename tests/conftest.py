@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("cat", "dog", "fox")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: `playwright install` cannot download browsers here
 MAIN_IMG = "#main-image img"
+# Tests compare pixels across paths (views, replays, the command line) bit for bit, on CPUs with and
+# without native bf16: every path draws in exact fp32 unless a test asks for a precision itself
+# (tests/test_precision.py exercises the policy's every branch). Subprocesses inherit it.
+os.environ.setdefault("STUDIO_PRECISION", "exact")
 
 
 def tiny_config(num_classes: int = 3, resolution: int = 32) -> ModelConfig:

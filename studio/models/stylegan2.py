@@ -212,11 +212,13 @@ class MappingNetwork(nn.Module):
 
 
 def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool,
-                    up: torch.Tensor | None = None) -> torch.Tensor:
+                    up: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
     """Convolve each sample with ``weight`` scaled per input channel by its styles, and demodulated.
 
-    Scaling the input by the styles and the output by the demodulation factors equals convolving with
-    the per-sample modulated, demodulated weight, and runs as one ordinary batched convolution.
+    Unfused, the styles scale the input and the demodulation factors the output: equal to convolving
+    with each sample's modulated, demodulated weight, and run as one ordinary batched convolution.
+    Fused, each sample's weight is built and the batch runs as one grouped convolution (a group per
+    sample): no passes over the activations for the scaling, at the cost of N copies of the weight.
 
     Args:
         x: Activations ``[N, I, H, W]``.
@@ -224,10 +226,13 @@ def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
         styles: Per-sample input-channel scales ``[N, I]``.
         demodulate: Rescale each output channel so its per-sample weight has unit norm.
         up: The FIR filter to double the side with (a transposed convolution, then the filter), or None.
+        fused: Build per-sample weights and run one grouped convolution.
 
     Returns:
         ``[N, O, H, W]``, or ``[N, O, 2H, 2W]`` when up-sampling.
     """
+    if fused:
+        return _fused_modulated_conv(x, weight, styles, demodulate=demodulate, up=up)
     x = x * styles.to(x.dtype)[:, :, None, None]
     w = weight.to(x.dtype)
     if up is None:
@@ -244,6 +249,26 @@ def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
     return x
 
 
+def _fused_modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool,
+                          up: torch.Tensor | None) -> torch.Tensor:
+    """``_modulated_conv`` with per-sample weights in one grouped convolution (see there)."""
+    n, i, h, w = x.shape
+    o, k = weight.shape[0], weight.shape[-1]
+    weights = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k], in fp32
+    if demodulate:
+        weights = weights * (weights.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]
+    weights = weights.to(x.dtype)
+    # The batch folded into channels: [1, N*I, H, W], one group per sample.
+    x = x.reshape(1, n * i, h, w)
+    if up is None:
+        x = F.conv2d(x, weights.reshape(n * o, i, k, k), padding=k // 2, groups=n)
+    else:
+        # A grouped transposed convolution takes its weight as [N*I, O, k, k].
+        x = F.conv_transpose2d(x, weights.transpose(1, 2).reshape(n * i, o, k, k), stride=2, groups=n)
+        x = _filter(x, up, (1, 1), gain=4.0)
+    return x.reshape(n, o, *x.shape[2:])
+
+
 class SynthesisLayer(nn.Module):
     """A modulated 3x3 convolution, optionally up-sampling, then noise, bias and a gained leaky ReLU."""
 
@@ -257,6 +282,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.fused = False  # see StyleGAN2Generator.fuse
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,7 +291,8 @@ class SynthesisLayer(nn.Module):
         ``noise [N, 1, r, r]``, when given, is the noise to add (``noise_mode`` is then ignored).
         """
         styles = self.affine(w)
-        x = _modulated_conv(x, self.weight, styles, demodulate=True, up=self.resample_filter if self.up else None)
+        x = _modulated_conv(x, self.weight, styles, demodulate=True, up=self.resample_filter if self.up else None,
+                            fused=self.fused)
         if noise is not None:
             x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
         elif noise_mode == "const":
@@ -287,11 +314,13 @@ class ToRGB(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)  # equalized lr, folded into the styles
+        self.fused = False  # see StyleGAN2Generator.fuse
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``x [N, I, r, r]``, ``w [N, w_dim]`` -> image channels ``[N, C, r, r]``."""
         styles = self.affine(w) * self.weight_gain
-        x = _modulated_conv(x, self.weight, styles, demodulate=False) + self.bias.to(x.dtype)[:, None, None]
+        x = _modulated_conv(x, self.weight, styles, demodulate=False, fused=self.fused)
+        x = x + self.bias.to(x.dtype)[:, None, None]
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
 
 
@@ -436,6 +465,18 @@ class StyleGAN2Generator(nn.Module):
         ``noise_seeds``: per-image noise (see ``SynthesisNetwork.seeded_noise``); None = the constant noise.
         """
         return self.synthesis(latents, noise_mode="const", noise_seeds=noise_seeds)
+
+    def fuse(self, on: bool = True) -> StyleGAN2Generator:
+        """Run every modulated convolution fused (per-sample weights, one grouped convolution) or not; returns self.
+
+        Both give the same images within fp32 rounding. Fused, a batch's images do not depend on each
+        other's size either: a seed draws the same pixels in any batch of two or more, while a lone image
+        runs as a plain convolution, whose rounding may differ by a level in a few pixels.
+        """
+        for module in self.synthesis.modules():
+            if isinstance(module, (SynthesisLayer, ToRGB)):
+                module.fused = on
+        return self
 
     def latent_weight(self, layers: tuple[int, int] | None = None) -> torch.Tensor:
         """The style affines' weights that read ws ``layers`` (first, last; None = all), side by side

@@ -13,12 +13,14 @@ REFRESH_S = 2.0
 
 
 def stats_markdown(stats: dict) -> str:
-    """The engine's statistics as a one-row Markdown table."""
+    """The engine's statistics as a one-row Markdown table, then the precision chosen for each model and why."""
     return (
         "| device | batches | images | mean batch | queue | p50 | p95 |\n"
         "|---|---|---|---|---|---|---|\n"
         f"| {stats['device']} | {stats['batches']} | {stats['images']} | {stats['mean_batch']:.1f} "
-        f"| {stats['queue_depth']} | {stats['p50_ms']:.0f} ms | {stats['p95_ms']:.0f} ms |"
+        f"| {stats['queue_depth']} | {stats['p50_ms']:.0f} ms | {stats['p95_ms']:.0f} ms |\n\n"
+        f"Precision of the interactive views: {stats['precision']} (exports, replays and the "
+        "command line draw in exact fp32)"
     )
 
 

@@ -17,7 +17,7 @@ from studio.bending import parse_lines, spec
 from studio.animation import MAX_KEYFRAMES
 from studio.latent import MAX_SEED, check_seed
 from studio.media import grid
-from studio.recipe import Latent, Recipe, RecipeError, check_weights, read_recipe, request_for
+from studio.recipe import Latent, Recipe, RecipeError, check_weights, read_recipe, request_for, stamped
 from studio.sampling import Request, strip_inputs
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ def draw(engine: Engine, files: ImageFiles, recipe_json: str) -> tuple[str, str]
     if recipe.weights_sha256:
         check_weights(recipe, model)
     recipe = replace(recipe, weights_sha256=model.weights_sha256)
-    return files.save(engine.generate(request_for(recipe))[0], recipe), recipe.to_json()
+    image = engine.generate(request_for(recipe, "fast"))[0]
+    return files.save(image, stamped(recipe, engine.precision_for(recipe.model).name)), recipe.to_json()
 
 
 def variation_seeds(seed: int) -> tuple[int, ...]:
@@ -204,7 +205,8 @@ def variations(engine: Engine, files: ImageFiles, recipe: Recipe) -> list[tuple[
     """
     recipe = replace(recipe, latent=None)
     seeds = variation_seeds(recipe.seed)
-    images = engine.generate(replace(request_for(recipe), seeds=seeds))
+    images = engine.generate(replace(request_for(recipe, "fast"), seeds=seeds))
+    recipe = stamped(recipe, engine.precision_for(recipe.model).name)
     return [(files.save(image, replace(recipe, seed=s)), f"seed {s}") for s, image in zip(seeds, images)]
 
 
@@ -212,10 +214,10 @@ def strip_views(engine: Engine, files: ImageFiles, recipe: Recipe, k: int) -> li
     """The first ``k`` sliders' strips (PNG files): the image with that slider at each of ``STRIP_VALUES``, the
     others as set."""
     model = engine.model(recipe.model, recipe.tuned)
-    request = request_for(recipe)
+    request = request_for(recipe, "fast")
     inputs = strip_inputs(model, request, k, STRIP_VALUES)
     images = engine.generate(Request(recipe.model, z=inputs.latents, c=inputs.c, noise_seed=request.noise_seed,
-                                     bends=request.bends, tuned=recipe.tuned))
+                                     bends=request.bends, tuned=recipe.tuned, precision="fast"))
     n = len(STRIP_VALUES)
     return [files.picture(grid(images[i * n : (i + 1) * n], cols=n, pad=1)) for i in range(len(images) // n)]
 

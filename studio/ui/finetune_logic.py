@@ -243,7 +243,7 @@ def base_preview(engine: Engine, files: ImageFiles, base: str) -> str | None:
     from scratch); every visitor fine-tuning that base is shown the same file."""
     if base == "none":
         return None
-    return files.picture(grid(engine.generate(Request(base, train.PREVIEW_SEEDS)), cols=4))
+    return files.picture(grid(engine.generate(Request(base, train.PREVIEW_SEEDS, precision="fast")), cols=4))
 
 
 def act(manager: JobManager, action: str, job_id: str | None, owner: str | None) -> None:

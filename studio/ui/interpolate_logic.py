@@ -18,7 +18,7 @@ import numpy as np
 
 from studio import animation, zoo
 from studio.animation import PathOptions
-from studio.recipe import Recipe, request_for
+from studio.recipe import Recipe, request_for, stamped
 
 if TYPE_CHECKING:
     from studio.engine import Engine
@@ -77,7 +77,8 @@ def summary_markdown(recipes: list[Recipe], frames_per_segment: float, loop: boo
 
 def keyframe_strip(engine: Engine, files: ImageFiles, texts: list[str]) -> list[tuple[str, str]]:
     """Each keyframe drawn (a PNG with its recipe) and captioned, in path order."""
-    return [(files.save(engine.generate(request_for(r))[0], r), keyframe_caption(i, r))
+    return [(files.save(engine.generate(request_for(r, "fast"))[0], stamped(r, engine.precision_for(r.model).name)),
+             keyframe_caption(i, r))
             for i, r in enumerate(recipes_of(texts), start=1)]
 
 
@@ -127,6 +128,6 @@ def preview(engine: Engine, exports: AnimationFiles, chosen: AnimationPlan) -> t
 
     path = write(engine, exports, chosen, keep_gallery_frames)
     if not gallery:  # the GIF was made before: draw only the frames the gallery shows
-        gallery = list(animation.draw_frames(engine, chosen.recipes, chosen.options, step))
+        gallery = list(animation.draw_frames(engine, chosen.recipes, chosen.options, step, "fast"))
     captions = [f"key {start + 1}" if t == 0 else f"{i + 1}" for i, (start, t) in enumerate(times)][::step]
     return path, list(zip(gallery, captions))

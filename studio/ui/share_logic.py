@@ -72,7 +72,7 @@ def load_from_hub(engine: Engine, repo_id: str, revision: str, shared: bool) -> 
     pulled = hub.pull((repo_id or "").strip(), (revision or "").strip() or None, token=False if shared else None)
     try:
         # Drawn through the engine, so a model that loads but cannot run is reported here, not later.
-        images = engine.generate(Request(pulled.name, PREVIEW_SEEDS))
+        images = engine.generate(Request(pulled.name, PREVIEW_SEEDS, precision="fast"))
     except USER_ERRORS as e:
         raise ValueError(f"{repo_id} was loaded but cannot draw: {e}") from None
     card_file = pulled.folder / hub.CARD_FILE
