@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,16 @@ class Analysis:
     def frames(self) -> int:
         """How many video frames the excerpt makes."""
         return len(self.flux)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """Write mono float ``samples`` in [-1, 1] as a 16-bit WAV (made-up songs for benchmarks and tests)."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
 
 
 def frame_count(seconds: float, fps: float) -> int:

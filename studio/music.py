@@ -386,7 +386,7 @@ def render(engine: Engine, recipe: MusicRecipe, audio_path: Path, out: Path, pro
     frames = replace(request, z=request.z[:count], c=None if request.c is None else request.c[:count],
                      frame_bends=None if request.frame_bends is None else request.frame_bends[:count])
     clock = _Clock()
-    drawn = clock.timed(animation._drawn(engine, frames))  # noqa: SLF001 - the animations' own batching
+    drawn = clock.timed(animation.drawn_frames(engine, frames))
     counted = _counted(drawn, count, progress) if progress else drawn
 
     def write(tmp: Path) -> None:

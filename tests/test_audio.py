@@ -16,13 +16,8 @@ CLICKS = [0.37, 0.91, 1.52, 2.2, 2.61, 3.33, 4.05, 4.48]  # uneven, so no grid c
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
-    """Write mono float samples in [-1, 1] as a 16-bit WAV."""
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    """Write mono float samples in [-1, 1] as a 16-bit WAV at the tests' rate."""
+    return audio.write_wav(path, samples, rate)
 
 
 def click_track(times: list[float], seconds: float, rate: int = RATE) -> np.ndarray:
