@@ -35,7 +35,9 @@ from ray.serve.config import ProxyLocation
 from ray.serve.exceptions import RayServeException
 
 from studio.engine import BUSY_MESSAGE, LATENCY_WINDOW, Engine, EngineBusy, EngineClosed, GenerationError
+from studio import precision
 from studio.models.folder import ModelConfig
+from studio.precision import Choice
 from studio.sampling import Request
 from studio.storage import studio_home
 from studio.zoo import LoadedModel
@@ -45,6 +47,7 @@ MAX_SERVE_BATCH = 64  # requests per @serve.batch call; the replica's engine spl
 BATCH_WAIT_S = 0.002  # as long as the local engine waits for a batch to fill
 OBJECT_STORE_BYTES = 256 * 2**20  # replies are a few MB at most; Ray's default takes 30% of the memory
 HEALTH_CHECK_S = 2.0  # a dead replica is noticed, and replaced, within seconds
+FORWARDED_ENV = (precision.ENV,)  # settings a replica on another machine takes from the front end's
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray on this machine only, on loopback
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,9 @@ class Replica:
         return [Reply(None, o, self.name, self.batches, stats) if isinstance(o, Exception)
                 else Reply(o, None, self.name, self.batches, stats) for o in outcomes]
 
+    def precision_for(self, name: str) -> Choice:
+        """``Engine.precision_for`` on this replica's device."""
+        return self.engine.precision_for(name)
 
 
 def connect(address: str | None, replicas: int) -> bool:
@@ -103,8 +109,9 @@ def connect(address: str | None, replicas: int) -> bool:
         return False
     if address:
         # Other machines get the studio's source and home from here (the home on a shared file system).
+        env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         runtime_env = {"py_modules": [os.path.dirname(os.path.abspath(__file__))],
-                       "env_vars": {"STUDIO_HOME": str(studio_home())}}
+                       "env_vars": {**env_vars, "STUDIO_HOME": str(studio_home())}}
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
         return False
     # Ray binds to loopback only in its single-machine mode (its default on macOS and Windows): a node
@@ -200,6 +207,20 @@ class RayEngine:
     def config(self, name: str) -> ModelConfig:
         """Model ``name``'s config without loading it (see ``Engine.config``)."""
         return self._local.config(name)
+
+    def precision_for(self, name: str) -> Choice:
+        """The precision a replica draws model ``name``'s fast requests in (loaded there if needed), and why.
+
+        Raises:
+            zoo.ModelUnavailable: An unknown name, or weights that cannot be read.
+            EngineBusy: No replica answered.
+        """
+        try:
+            return self._handle.precision_for.remote(name).result(timeout_s=self.timeout_s)
+        except (RayError, RayServeException, TimeoutError) as e:
+            if isinstance(e, RayTaskError) and not isinstance(e, RayActorError):
+                raise e.as_instanceof_cause() from None  # the replica's own error: an unknown model...
+            raise _busy(e) from e
 
     def quiet_for(self) -> float:
         """Seconds since the last interactive (not background) request was submitted; inf if none ever was."""

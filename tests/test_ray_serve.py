@@ -80,14 +80,16 @@ def replica_pids(client: Client) -> set[int]:
 
 @pytest.mark.slow
 def test_two_replicas_draw_the_local_pixels_and_a_dead_one_loses_no_request(
-        tiny_home: Path, tmp_path: Path) -> None:
+        tiny_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Exact fp32 in the replicas and here alike: the same pixels whatever precision each would calibrate to.
+    monkeypatch.setenv("STUDIO_PRECISION", "exact")
     args = ("-m", "studio", "serve", "--ray", "--replicas", "2")
     with launched_studio(tiny_home, tmp_path / "studio.log", args=args) as (url, _), \
             Engine() as local, ThreadPoolExecutor(CLIENTS) as pool:
         clients = [Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(CLIENTS)]
 
         def expected(seed: int) -> np.ndarray:
-            return local.generate(Request("tiny", (seed,), {"cat": 1.0}))[0]
+            return local.generate(Request("tiny", (seed,), {"cat": 1.0}, precision="fast"))[0]  # as /draw asks
 
         # Concurrent calls spread over both replicas; each image is the local engine's, to the bit.
         pids: set[int] = set()
