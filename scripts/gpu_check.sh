@@ -10,10 +10,10 @@ out=${1:-$(mktemp -d)}
 mkdir -p "$out"
 export STUDIO_HOME="$out/home"
 if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  device=cuda; sg2=256; tune=omniart-eyes
+  device=cuda; sg2=256; batches=1,16; tune=omniart-eyes
   python -c "import torch; print('CUDA:', torch.cuda.get_device_name(0))"
 else
-  device=cpu; sg2=64; tune=tiny
+  device=cpu; sg2=32; batches=1,4; tune=tiny
   echo "no CUDA on this machine: CPU figures ($(python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())'))"
 fi
 SG2=$sg2 python - <<'PY'
@@ -32,7 +32,7 @@ PY
 STUDIO_DEVICE=$device python -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_precision.py \
   tests/test_stylegan2_fused.py 2>&1 | tail -3 | tee "$out/tests.txt"
 for precision in exact fast; do
-  python -m studio bench forward --device "$device" --stylegan2 "$sg2" --batches 1,16 --repeats 2 \
+  python -m studio bench forward --device "$device" --stylegan2 "$sg2" --batches "$batches" --repeats 2 \
     --precision "$precision" | tee "$out/forward-$precision.txt"
 done
 for model in omniart-eyes sg2; do
