@@ -69,10 +69,10 @@ def build_studio(engine: Engine, manager: JobManager, shared: bool = False) -> g
                 build_explore_tab(demo, engine, keyframes)
             with gr.Tab("Interpolate", id="interpolate-tab"):
                 build_interpolate_tab(demo, engine, keyframes)
-            with gr.Tab("Music", id="music-tab"):
-                build_music_tab(demo, engine, keyframes)
             with gr.Tab("Fine-tune", id="finetune-tab"):
                 build_finetune_tab(demo, engine, manager, owner, shared)
+            with gr.Tab("Music", id="music-tab"):
+                build_music_tab(demo, engine, keyframes)
             with gr.Tab("Share", id="share-tab"):
                 build_share_tab(demo, engine, shared)
         build_engine_panel(engine)
