@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -141,11 +142,26 @@ def eyes_engine(converted_home: Path) -> Iterator[Engine]:
         yield eng
 
 
+@contextlib.contextmanager
+def job_workers_stopped(home: Path) -> Iterator[None]:
+    """On the way out, kill fine-tune workers still running from ``home``: they outlive the server by design
+    (a restarted studio resumes them), so a test that fails before cancelling would leave its job training,
+    slowing every later test and benchmark."""
+    try:
+        yield
+    finally:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                args = cmdline.read_bytes().split(b"\0")
+                if b"studio.jobs" in args and any(str(home).encode() in arg for arg in args):
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def studio_url(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real studio, started as a user starts it (``python app.py``), on a free loopback port."""
     log = tmp_path_factory.mktemp("app") / "app.log"
-    with launched_studio(converted_home, log) as (url, _):
+    with job_workers_stopped(converted_home), launched_studio(converted_home, log) as (url, _):
         yield url
 
 

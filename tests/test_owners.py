@@ -25,7 +25,7 @@ from studio import data
 from studio.ui.finetune_logic import NO_JOB
 from studio.ui.owners import NO_OWNER, dataset_name, new_owner
 from studio.loadtest import launched_studio
-from tests.conftest import launch_chromium, noise_artworks, start_long_fine_tune
+from tests.conftest import job_workers_stopped, launch_chromium, noise_artworks, start_long_fine_tune
 
 pytestmark = [pytest.mark.slow]
 
@@ -36,7 +36,8 @@ def shared(converted_home: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     shutil.copytree(converted_home, home)
     log = tmp_path_factory.mktemp("shared") / "app.log"
     try:
-        with launched_studio(home, log, host="0.0.0.0", env={"HF_TOKEN": "hf_servers_own_secret_token"}) as (url, _):
+        with job_workers_stopped(home), launched_studio(home, log, host="0.0.0.0",
+                                                        env={"HF_TOKEN": "hf_servers_own_secret_token"}) as (url, _):
             yield url, home
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -3,12 +3,8 @@ Explore's "base <-> fine-tuned" slider blends that model back toward its base, l
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import shutil
-import signal
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,25 +17,13 @@ from studio.engine import Engine
 from studio.loadtest import launched_studio
 from studio.models.folder import load_config
 from studio.recipe import read_recipe, request_for
-from tests.conftest import MAIN_IMG, launch_chromium, noise_artworks, shown_pixels, start_long_fine_tune
+from tests.conftest import (
+    MAIN_IMG, job_workers_stopped, launch_chromium, noise_artworks, shown_pixels, start_long_fine_tune,
+)
 from tests.test_browser import wait_for_shown
 from tests.test_style_browser import pick_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-@contextlib.contextmanager
-def job_workers_stopped(home: Path) -> Iterator[None]:
-    """On the way out, kill fine-tune workers still running from ``home``: they outlive the server by design
-    (a restarted studio resumes them), so a test that fails before cancelling would leave its job training."""
-    try:
-        yield
-    finally:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError):
-                args = cmdline.read_bytes().split(b"\0")
-                if b"studio.jobs" in args and any(str(home).encode() in arg for arg in args):
-                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def scrub_to(page: Page, index: int) -> str:
