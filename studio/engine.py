@@ -116,6 +116,14 @@ def request_dtype(model: LoadedModel, request: Request) -> torch.dtype | None:
     return precision_of(model).dtype if request.precision == "fast" else None
 
 
+def counters(batches: int, requests: int, images: int, depth: int, latencies: Sequence[float]) -> dict[str, float]:
+    """The engine interface's stats counters: passes, requests, images, queue depth and latency p50/p95 (ms)."""
+    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {"batches": batches, "requests": requests, "images": images,
+            "mean_batch": images / batches if batches else 0.0, "queue_depth": depth,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+
+
 def default_device() -> torch.device:
     """``$STUDIO_DEVICE`` if set, else CUDA when available, else the CPU."""
     name = os.environ.get("STUDIO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -467,16 +475,9 @@ class Engine:
     def stats(self) -> dict[str, float | int | str]:
         """Counters since start and latency percentiles (ms) over the last ``LATENCY_WINDOW`` requests."""
         with self._cond:
-            latencies = np.array(self._latencies) * 1000 if self._latencies else np.zeros(1)
             return {
                 "device": str(self.device),
-                "batches": self._batches,
-                "requests": self._requests,
-                "images": self._images,
-                "mean_batch": self._images / self._batches if self._batches else 0.0,
-                "queue_depth": self._depth,
-                "p50_ms": float(np.percentile(latencies, 50)),
-                "p95_ms": float(np.percentile(latencies, 95)),
+                **counters(self._batches, self._requests, self._images, self._depth, self._latencies),
                 "precision": "; ".join(f"{m.name}: {precision_of(m).reason}" for m in self.cache.loaded())
                 or "chosen when a model loads",
             }

@@ -34,7 +34,9 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.serve.config import ProxyLocation
 from ray.serve.exceptions import RayServeException
 
-from studio.engine import BUSY_MESSAGE, LATENCY_WINDOW, Engine, EngineBusy, EngineClosed, GenerationError
+from studio.engine import (
+    BUSY_MESSAGE, LATENCY_WINDOW, Engine, EngineBusy, EngineClosed, GenerationError, counters,
+)
 from studio import precision
 from studio.models.folder import ModelConfig
 from studio.precision import Choice
@@ -234,17 +236,10 @@ class RayEngine:
             base = self._replica_stats
         base = base or self._local.stats()  # before any reply: the keys, told by the front end's own engine
         with self._lock:
-            latencies = np.array(self._latencies) * 1000 if self._latencies else np.zeros(1)
             return {
                 **base,
                 "device": f"{self.device} ({base['device']})" if self._replica_stats else self.device,
-                "batches": self._batches,
-                "requests": self._requests,
-                "images": self._images,
-                "mean_batch": self._images / self._batches if self._batches else 0.0,
-                "queue_depth": self._depth,
-                "p50_ms": float(np.percentile(latencies, 50)),
-                "p95_ms": float(np.percentile(latencies, 95)),
+                **counters(self._batches, self._requests, self._images, self._depth, self._latencies),
                 "replicas": dict(self._served),
             }
 

@@ -167,4 +167,7 @@ def toward_tuned(base: LoadedModel, tuned: LoadedModel, alpha: float) -> LoadedM
     check_compatible(base.name, tuned.name, base.config, tuned.config)
     generator = copy.deepcopy(tuned.generator)
     generator.load_state_dict(blend_states(base.generator.state_dict(), tuned.generator.state_dict(), alpha))
-    return LoadedModel(tuned.name, tuned.config, generator, tuned.folder, memo=tuned.memo)
+    blend = LoadedModel(tuned.name, tuned.config, generator, tuned.folder, memo=tuned.memo)
+    # The same weights file, so the same hash: handed over rather than read and hashed again for every blend.
+    blend.__dict__["weights_sha256"] = tuned.weights_sha256
+    return blend
