@@ -32,7 +32,7 @@ import torch
 
 from studio import animation, audio, directions, latent
 from studio.engine import Engine
-from studio.recipe import Recipe, RecipeError
+from studio.recipe import Recipe, RecipeError, refuse_constant
 from studio.sampling import Request
 from studio.storage import atomic_write, atomic_write_bytes
 
@@ -177,7 +177,7 @@ class MusicRecipe:
         if len(text) > MAX_RECIPE_BYTES:
             raise RecipeError(f"not a music recipe: over the {MAX_RECIPE_BYTES // 1024} KB one may take")
         try:
-            d = json.loads(text, parse_constant=_refuse_constant)
+            d = json.loads(text, parse_constant=refuse_constant)
         except ValueError as e:
             raise RecipeError(f"not a music recipe: the text is not JSON ({e})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
@@ -189,10 +189,6 @@ class MusicRecipe:
                        video["fps"], video["size"], Mapping(**d["mapping"]))
         except (KeyError, TypeError, ValueError) as e:  # RecipeError is a ValueError
             raise RecipeError(f"invalid music recipe: {e}") from None
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number a recipe may hold")
 
 
 def read_music_recipe(path: Path) -> MusicRecipe:

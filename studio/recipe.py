@@ -212,7 +212,7 @@ class Recipe:
         if _too_deep(text):
             raise RecipeError(f"not a recipe: it nests deeper than {MAX_NESTING} levels (a recipe nests 2)")
         try:
-            d = json.loads(text, parse_constant=_refuse_constant)
+            d = json.loads(text, parse_constant=refuse_constant)
         except ValueError as e:  # JSONDecodeError, and integers too long to convert
             raise RecipeError(f"not a recipe: the text is not JSON ({e})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
@@ -309,7 +309,8 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def _refuse_constant(name: str) -> float:
+def refuse_constant(name: str) -> float:
+    """``json.loads``'s ``parse_constant``: NaN and infinity are no numbers a recipe may hold."""
     raise ValueError(f"{name} is not a number a recipe may hold")
 
 
